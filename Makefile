@@ -1,0 +1,40 @@
+# The README's commands. Each target installs what it needs into .venv first.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test test-fast bench lint toy venv browser clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+browser:
+	@bash scripts/install_browser.sh
+
+## make demo: build (or reuse) the toy world and gate its four candidates through vLLM
+demo: venv
+	$(BIN)/gate demo
+
+## make test: the whole test suite (builds the toy world once, starts real vLLM servers)
+test: venv browser toy
+	$(BIN)/python -m pytest -q
+
+## make test-fast: only the tests that need no toy world or engine (seconds)
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow and not vllm and not browser"
+
+toy: venv
+	$(BIN)/gate toy build
+
+bench: venv toy
+	$(BIN)/python bench/run_all.py
+
+lint: venv
+	$(BIN)/ruff check gate tests bench scripts
+	$(BIN)/mypy
+
+clean:
+	rm -rf .gate gate-out

@@ -1,0 +1,1 @@
+"""The `gate` command line: a thin shell over the library (see gate.cli.main)."""

@@ -1,0 +1,470 @@
+"""Strictly typed configuration: the run config, suites and thresholds.
+
+Three kinds of YAML files, each a pydantic model with `extra="forbid"` so a
+misspelled key is an error, never silently ignored:
+
+- the run config (`gate.yaml`): `RunConfig`
+- a suite (`suites/*.yaml`): `Suite`, three tiers of lm-eval tasks
+- the release policy (`thresholds.yaml`): `Thresholds`
+
+Loading turns every pydantic or YAML error into `gate.errors.Problem`s that
+name the file, the dotted key and a fix, and reports them all at once
+(`ConfigError`). Relative paths inside a file are resolved against that
+file's directory, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gate.errors import ConfigError, Problem
+from gate.policy import TIERS, Inconclusive, TaskPolicy, Tier
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+RESERVED_NAMES = {"base"}
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors; field docstrings
+    become the documentation (`use_attribute_docstrings`)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+# ---------------------------------------------------------------- run config
+
+
+class BaseModelConfig(Strict):
+    """The model every candidate is compared against."""
+
+    path: str
+    """Local model directory, or a hub id (then `revision` should pin it)."""
+    revision: str | None = None
+    """Hub revision (commit sha or tag). Required for a reproducible baseline of a hub id."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype for serving. Baselines are keyed by it: bf16 and fp32 scores differ."""
+    quantization: Literal["bitsandbytes"] | None = None
+    """Serve the base quantized (QLoRA bases: 4-bit nf4 via bitsandbytes)."""
+    trust_remote_code: bool = False
+    """Run code shipped with the model. Off unless you trust the model's source."""
+
+
+class Candidate(Strict):
+    """One fine-tuned model to gate: exactly one of `adapter` or `model`."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    """Unique name; used as the served model name and in every report."""
+    adapter: str | None = None
+    """A LoRA/QLoRA adapter directory (adapter_config.json + adapter_model.safetensors)."""
+    model: str | None = None
+    """A full fine-tuned model directory (config.json + weights + tokenizer)."""
+    allow_pickle: bool = False
+    """Allow weights stored as pickle files (.bin/.pt). Pickles can run code on load."""
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Candidate:
+        if (self.adapter is None) == (self.model is None):
+            raise ValueError("give exactly one of `adapter` (a LoRA directory) or `model` (a full fine-tune directory)")
+        if self.name in RESERVED_NAMES:
+            raise ValueError(f"the name {self.name!r} is reserved for the base model; choose another")
+        return self
+
+    @property
+    def kind(self) -> Literal["lora", "full"]:
+        return "lora" if self.adapter is not None else "full"
+
+    @property
+    def path(self) -> str:
+        return self.adapter if self.adapter is not None else str(self.model)
+
+
+class VllmConfig(Strict):
+    """Options passed through to the vLLM OpenAI server the gate launches."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    """Shard each layer over this many GPUs (vLLM --tensor-parallel-size)."""
+    pipeline_parallel_size: int = Field(1, ge=1)
+    """Split layers over this many GPUs or nodes (vLLM --pipeline-parallel-size)."""
+    data_parallel_size: int = Field(1, ge=1)
+    """Replicas of the model behind one server (vLLM --data-parallel-size)."""
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    """Share of accelerator memory vLLM may use; on CPU, of host memory for the KV cache."""
+    max_model_len: int | None = Field(None, ge=16)
+    """Context length to serve; lower it to fit memory."""
+    max_num_seqs: int | None = Field(None, ge=1)
+    """Sequences per engine batch (the CPU build forces 1 with LoRA; see ENGINE notes)."""
+    enforce_eager: bool | None = None
+    """Skip CUDA graphs / compilation (faster start for small models)."""
+    port: int | None = Field(None, ge=1, le=65535)
+    """Fixed port on 127.0.0.1; default: a free port."""
+    health_timeout_s: float = Field(900, gt=0)
+    """How long to wait for the server to answer before giving up (exit 3)."""
+    request_timeout_s: float = Field(600, gt=0)
+    """Per-request timeout for scoring calls."""
+    num_concurrent: int = Field(8, ge=1)
+    """Concurrent requests per evaluated model."""
+    max_retries: int = Field(3, ge=0)
+    """Retries per request, with backoff, before the evaluation fails (exit 3)."""
+    extra_args: list[str] = Field(default_factory=list)
+    """Extra command-line arguments for `vllm serve`, appended verbatim."""
+
+
+class EndpointConfig(Strict):
+    """An existing OpenAI-compatible vLLM deployment to evaluate against."""
+
+    base_url: str = Field(pattern=r"^https?://")
+    """Server root, e.g. http://vllm.internal:8000 (the gate appends /v1/...)."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (the key itself is never stored)."""
+    base_name: str = "base"
+    """Served model name of the base model."""
+    names: dict[str, str] = Field(default_factory=dict)
+    """Served name per candidate, when it differs from the candidate's name."""
+    request_timeout_s: float = Field(600, gt=0)
+    """Per-request timeout for scoring calls."""
+    num_concurrent: int = Field(8, ge=1)
+    """Concurrent requests per evaluated model."""
+    max_retries: int = Field(3, ge=0)
+    """Retries per request, with backoff, before the evaluation fails (exit 3)."""
+
+
+class HfConfig(Strict):
+    """The in-process transformers + peft reference engine."""
+
+    batch_size: int = Field(8, ge=1)
+    """Items per forward pass."""
+    device: str = "cpu"
+    """torch device, e.g. cpu or cuda:0."""
+
+
+class EngineConfig(Strict):
+    """Which engine scores the models, and its options. The choice is config, not code."""
+
+    kind: Literal["vllm", "endpoint", "hf", "fake"] = "vllm"
+    """vllm: launch a server; endpoint: use a running one; hf: in-process reference; fake: tests only."""
+    vllm: VllmConfig = Field(default_factory=VllmConfig)  # type: ignore[arg-type]
+    """Options for kind=vllm."""
+    endpoint: EndpointConfig | None = None
+    """Required for kind=endpoint."""
+    hf: HfConfig = Field(default_factory=HfConfig)  # type: ignore[arg-type]
+    """Options for kind=hf."""
+
+    @model_validator(mode="after")
+    def _endpoint_needs_url(self) -> EngineConfig:
+        if self.kind == "endpoint" and self.endpoint is None:
+            raise ValueError("engine.kind is 'endpoint' but engine.endpoint (base_url, ...) is missing")
+        return self
+
+
+class BaselineConfig(Strict):
+    """Where the base model's results are stored and whether they must exist."""
+
+    store: str = ".gate/baselines"
+    """Baseline store directory (relative to the config file)."""
+    require: bool = False
+    """Exit 2 instead of computing a missing or stale baseline (CI that must not spend GPU time on the base)."""
+
+
+class WandbConfig(Strict):
+    """Optional Weights & Biases logging."""
+
+    project: str
+    """W&B project to log to."""
+    entity: str | None = None
+    """W&B entity (team or user)."""
+    run_id: str | None = None
+    """Attach to this existing run (e.g. the fine-tuning run) instead of creating one."""
+    mode: Literal["online", "offline", "disabled"] | None = None
+    """Force a W&B mode; default follows WANDB_MODE."""
+
+
+class RunConfig(Strict):
+    """The run config (`gate.yaml`): what to gate, against what, and how."""
+
+    base: BaseModelConfig
+    """The base model."""
+    candidates: list[Candidate] = Field(min_length=1)
+    """The fine-tuned models to gate."""
+    suite: str
+    """Suite YAML (three tiers of lm-eval tasks), relative to this file."""
+    thresholds: str = "thresholds.yaml"
+    """Release policy YAML, relative to this file."""
+    engine: EngineConfig = Field(default_factory=EngineConfig)  # type: ignore[arg-type]
+    """Engine kind and options."""
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)  # type: ignore[arg-type]
+    """Baseline store."""
+    out: str = "gate-out"
+    """Output directory for results.json, report.html, junit.xml, summary.md and logs."""
+    cache_dir: str = ".gate/cache"
+    """Per-model response caches (keyed by model fingerprint), for resumable runs."""
+    release: list[str] | None = None
+    """Candidates whose verdict decides the release; default: all of them."""
+    wandb: WandbConfig | None = None
+    """Weights & Biases settings; omit to disable."""
+
+    @model_validator(mode="after")
+    def _names_unique_and_release_known(self) -> RunConfig:
+        names = [c.name for c in self.candidates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"candidate names must be unique; repeated: {', '.join(dupes)}")
+        unknown = [r for r in (self.release or []) if r not in names]
+        if unknown:
+            raise ValueError(f"release names unknown candidates {unknown}; known: {names}")
+        return self
+
+
+# --------------------------------------------------------------------- suites
+
+
+class TaskSpec(Strict):
+    """One lm-eval task in a tier."""
+
+    task: str = Field(min_length=1)
+    """A task name from lm-eval's registry or from the suite's `include` folders, or a task YAML path relative to the suite."""
+    metric: str | None = None
+    """The metric the gate judges (default: the task's first metric)."""
+    num_fewshot: int | None = Field(None, ge=0)
+    """Few-shot examples (default: the task's own)."""
+    samples: int | None = Field(None, ge=1)
+    """Evaluate a seeded random subset of this many documents (never the first N)."""
+    seed: int = 1234
+    """Seed of the subset draw and of lm-eval's few-shot sampling."""
+
+
+class Tiers(Strict):
+    """The three tiers of a suite; each must list at least one task."""
+
+    target: list[TaskSpec] = Field(min_length=1)
+    """Tier 1: the task the fine-tune is for; it must improve."""
+    related: list[TaskSpec] = Field(min_length=1)
+    """Tier 2: neighbouring tasks; they may not drop beyond the margin."""
+    general: list[TaskSpec] = Field(min_length=1)
+    """Tier 3: unrelated general capability (MMLU, HellaSwag, ARC, ...): catastrophic forgetting shows here."""
+
+
+class Suite(Strict):
+    """A three-tier benchmark suite."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    """Suite name, shown in reports."""
+    description: str = ""
+    """What this suite checks, in a sentence."""
+    include: list[str] = Field(default_factory=list)
+    """Folders of extra lm-eval task YAMLs, relative to the suite file."""
+    tiers: Tiers
+    """The three tiers."""
+
+    @model_validator(mode="after")
+    def _tasks_unique(self) -> Suite:
+        seen: dict[str, str] = {}
+        for tier in TIERS:
+            for spec in getattr(self.tiers, tier):
+                if spec.task in seen:
+                    raise ValueError(f"task {spec.task!r} appears in tier {seen[spec.task]!r} and in tier {tier!r}; a task belongs to one tier")
+                seen[spec.task] = tier
+        return self
+
+    def tasks(self) -> list[tuple[Tier, TaskSpec]]:
+        """All tasks with their tier, in suite order."""
+        return [(tier, spec) for tier in TIERS for spec in getattr(self.tiers, tier)]
+
+
+# ----------------------------------------------------------------- thresholds
+
+
+class Margin(Strict):
+    """A margin in the metric's own units (`absolute`) and/or a share of the base score (`relative`).
+    When both are given, the stricter (smaller) one applies."""
+
+    absolute: float | None = Field(None, ge=0)
+    """Absolute margin, e.g. 0.02 = 2 points of accuracy."""
+    relative: float | None = Field(None, ge=0, le=1)
+    """Relative margin, e.g. 0.05 = 5% of the base score."""
+
+    @model_validator(mode="after")
+    def _one_given(self) -> Margin:
+        if self.absolute is None and self.relative is None:
+            raise ValueError("give `absolute` and/or `relative`")
+        return self
+
+
+class TierPolicyConfig(Strict):
+    """Policy of one tier, or an override for one task."""
+
+    allowed_drop: Margin | None = None
+    """How much worse than the base the candidate may be (related and general tiers)."""
+    required_gain: Margin | None = None
+    """How much better than the base the candidate must be (target tier)."""
+    inconclusive: Inconclusive | None = None
+    """What an undecided result means for the release: fail, warn (pass with a warning) or pass."""
+    alpha: float | None = Field(None, gt=0, lt=1)
+    """Significance level for this tier or task (default: the file's `alpha`)."""
+
+
+class Thresholds(Strict):
+    """The release policy (`thresholds.yaml`)."""
+
+    alpha: float = Field(0.05, gt=0, lt=1)
+    """Significance level: the false-fail rate per tier is controlled at alpha (Holm)."""
+    bootstrap_samples: int = Field(10000, ge=200, le=1_000_000)
+    """Paired bootstrap resamples per task."""
+    seed: int = 0
+    """Seed of the bootstrap (results are reproducible run to run)."""
+    inconclusive: Inconclusive = "warn"
+    """Default meaning of an undecided result."""
+    tiers: dict[Tier, TierPolicyConfig]
+    """Policy per tier: target, related, general."""
+    tasks: dict[str, TierPolicyConfig] = Field(default_factory=dict)
+    """Per-task overrides, keyed by task name."""
+
+    @field_validator("tiers")
+    @classmethod
+    def _all_tiers(cls, v: dict[Tier, TierPolicyConfig]) -> dict[Tier, TierPolicyConfig]:
+        missing = [t for t in TIERS if t not in v]
+        if missing:
+            raise ValueError(f"missing tier policies: {', '.join(missing)}")
+        if v["target"].required_gain is None:
+            raise ValueError("tier 'target' needs `required_gain` (the fine-tune must improve its target)")
+        for t in ("related", "general"):
+            if v[t].allowed_drop is None:
+                raise ValueError(f"tier {t!r} needs `allowed_drop`")
+        return v
+
+    def policy_for(self, tier: Tier, task: str) -> TaskPolicy:
+        """Resolve tier defaults and a task override into one TaskPolicy."""
+        base = self.tiers[tier]
+        over = self.tasks.get(task, TierPolicyConfig())
+        kind: Literal["drop", "gain"] = "gain" if tier == "target" else "drop"
+        margin = (over.required_gain or base.required_gain) if kind == "gain" else (over.allowed_drop or base.allowed_drop)
+        assert margin is not None  # guaranteed by _all_tiers
+        return TaskPolicy(
+            tier=tier,
+            kind=kind,
+            absolute=margin.absolute,
+            relative=margin.relative,
+            alpha=over.alpha or base.alpha or self.alpha,
+            inconclusive=over.inconclusive or base.inconclusive or self.inconclusive,
+        )
+
+
+# -------------------------------------------------------------------- loading
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _suggest(word: str, options: list[str]) -> str | None:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid field names of the (sub)model at `loc`, for 'did you mean' hints."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = _unwrap_model(ann)
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _unwrap_model(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _unwrap_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def problems_from_validation(err: ValidationError, file: str, model: type[BaseModel]) -> list[Problem]:
+    """Turn pydantic's errors into Problems naming file, dotted key and a fix."""
+    out = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        msg = e["msg"]
+        fix = None
+        if e["type"] == "extra_forbidden":
+            options = _fields_at(model, loc[:-1])
+            guess = _suggest(str(loc[-1]), options) if loc else None
+            msg = "unknown key"
+            fix = f"did you mean `{guess}`?" if guess else f"remove it; allowed keys here: {', '.join(options)}"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+            fix = "add it"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        else:
+            if "input" in e and not isinstance(e.get("input"), (dict, list)):
+                msg = f"{msg} (got {e.get('input')!r})"
+            fix = "change the value; the README's configuration reference lists what is allowed"
+        out.append(Problem(message=msg, file=file, key=key, fix=fix))
+    return out
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file, turning a missing file or a syntax error into a ConfigError."""
+    if not path.is_file():
+        raise ConfigError("file not found", file=str(path), fix="check the path (relative paths are resolved against the file that names them)")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"YAML syntax error at {where}: {problem}", file=str(path), fix="fix the YAML syntax") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=str(path), fix="check the file's permissions and encoding") from None
+
+
+def parse_model(model: type[M], data: Any, file: str) -> M:
+    """Validate `data` as `model`, raising one ConfigError with every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top level, got {type(data).__name__}", file=file, fix="write `key: value` pairs")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(problems=problems_from_validation(err, file, model)) from None
+
+
+def load_suite(path: Path) -> Suite:
+    return parse_model(Suite, read_yaml(path), str(path))
+
+
+def load_thresholds(path: Path) -> Thresholds:
+    return parse_model(Thresholds, read_yaml(path), str(path))
+
+
+def load_run_config(path: Path) -> RunConfig:
+    return parse_model(RunConfig, read_yaml(path), str(path))
+
+
+def resolve(path: str, relative_to: Path) -> Path:
+    """A path from a config file, resolved against the file's directory.
+    Hub ids (``org/name`` that is not an existing path) are left alone by callers."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (relative_to / p).resolve()
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def looks_like_hub_id(path: str, relative_to: Path) -> bool:
+    """True for `org/name` strings that are not local paths."""
+    return bool(_HUB_ID.match(path)) and not resolve(path, relative_to).exists()
