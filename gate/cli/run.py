@@ -1,0 +1,41 @@
+"""`gate run`: the main job, a thin shell over `gate.pipeline.run`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from gate.cli.common import config_options, handle_errors, overrides_from
+from gate.cli.summary import print_summary
+
+
+@click.command("run")
+@config_options
+@click.option("--require-baseline", is_flag=True, default=None,
+              help="Exit 2 instead of computing a missing or stale baseline (no GPU time on the base).")
+@click.option("--store", help="Baseline store directory (overrides baseline.store).")
+@handle_errors
+def run_cmd(config: Path | None, require_baseline: bool | None, store: str | None, **kwargs: Any) -> None:
+    """Serve base and candidates, run the suite, compare, write the verdict.
+
+    Exit codes: 0 the release passes, 1 it fails, 2 bad input, 3 infrastructure.
+    """
+    from gate.loader import load_setup
+    from gate.pipeline import run
+
+    overrides = overrides_from(kwargs)
+    overrides.require_baseline = require_baseline
+    overrides.store = store
+    setup = load_setup(config, overrides)
+    console = Console(stderr=True)
+    for note in setup.notes:
+        console.print(f"note: {note}")
+    result = run(setup, progress=lambda msg: console.print(f"[dim]gate:[/] {msg}"))
+    print_summary(result.results, Console())
+    for name, path in result.files.items():
+        click.echo(f"{name}: {path}")
+    sys.exit(result.exit_code)

@@ -1,0 +1,314 @@
+"""`gate.run`: validate -> baseline -> serve -> evaluate -> compare -> outputs.
+
+One direction, no back and forth (DESIGN.md). The CLI's `gate run` is a thin
+shell over `run()`; Python users call it directly.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gate import __version__
+from gate.config import RunConfig
+from gate.errors import BaselineMismatch, ConfigError, InputError, Problem
+from gate.evaluate import TaskPlan, evaluate_model, plan_tasks
+from gate.loader import GateSetup, check_paths
+from gate.records import TaskRecords
+from gate.serve.base import BASE_NAME, Engine, ModelSpec
+from gate.tasks import include_paths, resolve_tasks, task_manager
+
+LOGLIKELIHOOD_TYPES = {"multiple_choice", "loglikelihood", "loglikelihood_rolling"}
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class GateResult:
+    """What a run produced: results.json's content, the exit code, the files."""
+
+    results: dict[str, Any]
+    exit_code: int
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    evaluated: dict[str, int] = field(default_factory=dict)  # model -> tasks evaluated (0 = all reused)
+
+
+def make_engine(cfg: RunConfig) -> Engine:
+    """The engine the config names, with its options mapped from the config."""
+    kind = cfg.engine.kind
+    allow_pickle = any(c.allow_pickle for c in cfg.candidates)
+    if kind == "vllm":
+        from gate.serve.vllm_server import VllmEngine, VllmOptions
+
+        v = cfg.engine.vllm
+        opts = VllmOptions(
+            tensor_parallel_size=v.tensor_parallel_size, data_parallel_size=v.data_parallel_size,
+            pipeline_parallel_size=v.pipeline_parallel_size, gpu_memory_utilization=v.gpu_memory_utilization,
+            max_model_len=v.max_model_len, dtype=None if cfg.base.dtype == "auto" else cfg.base.dtype,
+            quantization=cfg.base.quantization, max_num_seqs=v.max_num_seqs,
+            enforce_eager=bool(v.enforce_eager), extra_args=list(v.extra_args),
+            health_timeout_s=v.health_timeout_s, request_timeout_s=v.request_timeout_s,
+            num_concurrent=v.num_concurrent, max_retries=v.max_retries, port=v.port,
+            trust_remote_code=cfg.base.trust_remote_code,
+        )
+        return VllmEngine(opts, allow_pickle=allow_pickle)
+    if kind == "endpoint":
+        from gate.serve.endpoint import EndpointEngine
+
+        assert cfg.engine.endpoint is not None  # RunConfig guarantees it
+        return EndpointEngine.from_config(cfg.engine.endpoint, base_path=cfg.base.path)  # type: ignore[attr-defined]
+    if kind == "hf":
+        from gate.serve.hf import HfEngine
+
+        return HfEngine(batch_size=cfg.engine.hf.batch_size, device=cfg.engine.hf.device,  # type: ignore[call-arg]
+                        dtype=cfg.base.dtype, trust_remote_code=cfg.base.trust_remote_code,
+                        allow_pickle=allow_pickle)
+    from gate.serve.fake import FakeEngine
+
+    return FakeEngine()
+
+
+def model_specs(cfg: RunConfig) -> list[ModelSpec]:
+    base = ModelSpec(BASE_NAME, "base", cfg.base.path, cfg.base.path, cfg.base.revision, cfg.base.quantization)
+    cands = [ModelSpec(c.name, c.kind, c.path, cfg.base.path, cfg.base.revision, cfg.base.quantization)
+             for c in cfg.candidates]
+    return [base, *cands]
+
+
+def _check_out_dir(out: Path) -> None:
+    """Fail before any work when the output folder cannot be written (exit 2)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".gate-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"output folder cannot be written: {exc.strerror or exc}", key="out",
+                         file=str(out), fix="choose a writable folder with --out") from None
+
+
+def git_commit(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _validate_adapters(setup: GateSetup, plans: list[TaskPlan], engine_kind: str) -> list[Problem]:
+    from gate.errors import GateError
+    from gate.serve.adapters import refuse_lm_head_on_loglikelihood, validate_adapter
+
+    cfg = setup.config
+    uses_ll = any(p.task.output_type in LOGLIKELIHOOD_TYPES or p.task.output_type is None for p in plans)
+    problems: list[Problem] = []
+    for cand in cfg.candidates:
+        if cand.kind != "lora":
+            continue
+        try:
+            info = validate_adapter(cand.path, cfg.base.path, allow_pickle=cand.allow_pickle,
+                                    trust_remote_code=cfg.base.trust_remote_code)
+            refuse_lm_head_on_loglikelihood(info, engine_kind, uses_ll)
+            for w in info.warnings:
+                setup.notes.append(f"candidate {cand.name}: {w}")
+        except GateError as exc:
+            problems += exc.problems
+    return problems
+
+
+def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | None = None) -> GateResult:
+    """Gate the setup's candidates against the base; write results and reports.
+
+    Raises GateError subclasses for bad input (exit 2) and infrastructure
+    failures (exit 3); a regression is a result (exit code 1 in GateResult).
+    """
+    from gate import fingerprint as fp
+    from gate.baseline import open_store
+    from gate.lmeval_io import pair_all
+    from gate.verdict import judge_candidate, judge_release
+
+    say = progress or (lambda _msg: None)
+    cfg = setup.config
+    out = Path(cfg.out)
+    problems = check_paths(setup)
+    tasks, task_problems = resolve_tasks(setup.suite, setup.suite_file)
+    problems += task_problems
+    if problems:
+        raise ConfigError(problems=problems)
+    _check_out_dir(out)
+
+    engine = engine or make_engine(cfg)
+    say(f"planning {len(tasks)} task(s) of suite {setup.suite.name}")
+    tm = task_manager(include_paths(setup.suite, setup.suite_file))
+    plans = plan_tasks(tasks, tm)
+    problems = _validate_adapters(setup, plans, engine.kind)
+    if problems:
+        raise InputError(problems=problems)
+
+    # ---- fingerprints and the baseline
+    lm_eval_version = fp.installed_version("lm_eval", "lm-eval")
+    engine_version = engine.version()
+    base_identity = fp.model_identity(cfg.base.path, cfg.base.revision)
+
+    def key_for(plan: TaskPlan, adapter: dict[str, str] | None = None, model: dict[str, str] | None = None) -> Any:
+        return fp.BaselineKey(
+            model=model or base_identity, dtype=cfg.base.dtype, engine=engine.kind, engine_version=engine_version,
+            lm_eval_version=lm_eval_version, task=plan.name,
+            task_config=fp.sha256_text(plan.config_hash + "|metric=" + str(plan.metric)),
+            task_version=plan.version, data=plan.data_hash,
+            quantization=cfg.base.quantization or "none", adapter=adapter or {},
+            num_fewshot=plan.task.spec.num_fewshot, items=plan.fingerprint_parts["selection"], seed=plan.task.spec.seed,
+        )
+
+    store = open_store(cfg.baseline.store)
+    base_keys = {p.name: key_for(p) for p in plans}
+    base_records: dict[str, TaskRecords] = {}
+    to_compute: list[TaskPlan] = []
+    misses: list[Problem] = []
+    for p in plans:
+        rec = store.get(base_keys[p.name])
+        if rec is not None:
+            base_records[p.name] = rec
+            continue
+        to_compute.append(p)
+        why = store.explain_miss(base_keys[p.name]) or [f"no baseline stored for task {p.name}"]
+        for reason in why:
+            misses.append(Problem(reason, file=str(store.root) if hasattr(store, "root") else None, key=p.name,
+                                  fix="run once without --require-baseline to compute and store it"))
+    if to_compute and cfg.baseline.require:
+        raise BaselineMismatch(problems=misses)
+    for m in misses:
+        say(f"baseline: {m.message}; computing it")
+    if base_records:
+        say(f"baseline: reusing {len(base_records)} stored task(s)")
+
+    # ---- serve and evaluate
+    cand_ids: dict[str, dict[str, str]] = {}
+    for c in cfg.candidates:
+        cand_ids[c.name] = (
+            {"adapter": fp.sha256_text(fp.canonical_json(fp.adapter_identity(c.path)))} if c.kind == "lora" else {}
+        )
+    cand_models = {c.name: (fp.model_identity(c.path) if c.kind == "full" else base_identity) for c in cfg.candidates}
+    cache_root = Path(cfg.cache_dir)
+    cand_records: dict[str, dict[str, TaskRecords]] = {}
+    evaluated: dict[str, int] = {}
+    log_dir = out / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    specs = model_specs(cfg)
+    wanted = [s for s in specs if s.name != BASE_NAME or to_compute]
+    for group in engine.groups(wanted):
+        say(f"serving {', '.join(m.name for m in group)} ({engine.kind})")
+        with engine.serve(group, log_dir) as lms:
+            for spec in group:
+                if spec.name == BASE_NAME:
+                    todo, model_key = to_compute, key_for(plans[0])
+                else:
+                    todo = plans
+                    model_key = key_for(plans[0], adapter=cand_ids[spec.name], model=cand_models[spec.name])
+                cache = cache_root / model_key.model_digest()[:24] / "responses"
+                say(f"evaluating {spec.name}: {sum(p.n_items for p in todo)} items in {len(todo)} task(s)")
+                recs = evaluate_model(lms[spec.name], todo, task_manager=tm, cache_path=cache)
+                evaluated[spec.name] = len(todo)
+                if spec.name == BASE_NAME:
+                    for p in todo:
+                        store.put(base_keys[p.name], recs[p.name])
+                        base_records[p.name] = recs[p.name]
+                else:
+                    cand_records[spec.name] = recs
+    evaluated.setdefault(BASE_NAME, 0)
+
+    # ---- compare
+    tiers = {p.name: p.task.tier for p in plans}
+    verdicts = []
+    for c in cfg.candidates:
+        paired = pair_all(base_records, cand_records[c.name])
+        by_tier: dict[str, list[Any]] = {"target": [], "related": [], "general": []}
+        for name, (b, cr) in paired.items():
+            by_tier[tiers[name]].append((b, cr, setup.thresholds.policy_for(tiers[name], name)))  # type: ignore[arg-type]
+        verdicts.append(judge_candidate(c.name, c.kind, by_tier, n_boot=setup.thresholds.bootstrap_samples,  # type: ignore[arg-type]
+                                        seed=setup.thresholds.seed))
+    release = judge_release(verdicts, cfg.release)
+
+    results = assemble_results(setup, verdicts, release, plans, engine, base_identity, base_records,
+                               reused=not to_compute, cand_ids=cand_ids)
+    files = write_outputs(results, out)
+    return GateResult(results=results, exit_code=release.exit_code, out_dir=out, files=files, evaluated=evaluated)
+
+
+def assemble_results(setup: GateSetup, verdicts: list[Any], release: Any, plans: list[TaskPlan], engine: Engine,
+                     base_identity: dict[str, str], base_records: dict[str, TaskRecords], *, reused: bool,
+                     cand_ids: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """results.json's content: verdicts plus provenance (no statistics here)."""
+    from gate import fingerprint as fp
+
+    cfg = setup.config
+    cand_by_name = {c.name: c for c in cfg.candidates}
+    candidates = []
+    for v in verdicts:
+        d = v.to_dict()
+        c = cand_by_name[d["name"]]
+        d["path"] = c.path
+        d["fingerprint"] = fp.sha256_text(fp.canonical_json(
+            {"base": base_identity, **cand_ids.get(c.name, {}), **({"model": fp.model_identity(c.path)} if c.kind == "full" else {})}))
+        try:
+            from gate.report.remedies import training_facts
+
+            d["training"] = training_facts(Path(c.path))
+        except ImportError:
+            d["training"] = None
+        candidates.append(d)
+    root = setup.config_file.resolve().parent if setup.config_file else Path.cwd()
+    engine_opts: dict[str, Any] = {"kind": engine.kind, "version": engine.version()}
+    if cfg.engine.kind == "vllm":
+        engine_opts["options"] = cfg.engine.vllm.model_dump()
+    elif cfg.engine.kind == "hf":
+        engine_opts["options"] = cfg.engine.hf.model_dump()
+    elif cfg.engine.kind == "endpoint" and cfg.engine.endpoint is not None:
+        engine_opts["options"] = cfg.engine.endpoint.model_dump(exclude={"api_key_env"})
+    return {
+        "schema_version": 1,
+        "gate_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "release": release.to_dict(),
+        "candidates": candidates,
+        "baseline": {"fingerprint": fp.sha256_text(fp.canonical_json(base_identity)), "reused": reused,
+                     "store": str(cfg.baseline.store)},
+        "probes": [],
+        "provenance": {
+            "gate_version": __version__,
+            "lm_eval_version": fp.installed_version("lm_eval", "lm-eval"),
+            "engine": engine_opts,
+            "base": {"path": cfg.base.path, "revision": cfg.base.revision, "dtype": cfg.base.dtype,
+                     "quantization": cfg.base.quantization, "identity": base_identity},
+            "suite": setup.suite.name,
+            "suite_hash": fp.hash_files([setup.suite_file]),
+            "thresholds_hash": fp.hash_files([setup.thresholds_file]),
+            "tasks": {p.name: {"tier": p.task.tier, "items": p.n_items, "config_hash": p.config_hash,
+                               "data_hash": p.data_hash, "version": p.version} for p in plans},
+            "git_commit": git_commit(root),
+        },
+    }
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    """results.json plus every rendering of it, each written atomically."""
+    from gate.atomic import atomic_write_json
+    from gate.results import validate_results
+
+    validate_results(results, source=str(out / "results.json"))
+    files: dict[str, Path] = {}
+    path = out / "results.json"
+    atomic_write_json(path, results)
+    files["results"] = path
+    try:
+        from gate.report import write_all
+    except ImportError:
+        return files
+    files.update(write_all(results, out))
+    return files
