@@ -48,7 +48,7 @@ class Aggregation(str, enum.Enum):
         if total_den == 0:
             return float("nan")
         ratio = float(np.sum(num)) / total_den
-        return self.transform(ratio)
+        return float(self.transform(ratio))
 
     def transform(self, ratio: float | FloatArray) -> float | FloatArray:
         """Map sum(num)/sum(den) to the score; vectorised for bootstraps."""
