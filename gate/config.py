@@ -195,9 +195,9 @@ class RunConfig(Strict):
     """Suite YAML (three tiers of lm-eval tasks), relative to this file."""
     thresholds: str = "thresholds.yaml"
     """Release policy YAML, relative to this file."""
-    engine: EngineConfig = Field(default_factory=EngineConfig)  # type: ignore[arg-type]
+    engine: EngineConfig = Field(default_factory=EngineConfig)
     """Engine kind and options."""
-    baseline: BaselineConfig = Field(default_factory=BaselineConfig)  # type: ignore[arg-type]
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     """Baseline store."""
     out: str = "gate-out"
     """Output directory for results.json, report.html, junit.xml, summary.md and logs."""
@@ -340,7 +340,7 @@ class Thresholds(Strict):
     def policy_for(self, tier: Tier, task: str) -> TaskPolicy:
         """Resolve tier defaults and a task override into one TaskPolicy."""
         base = self.tiers[tier]
-        over = self.tasks.get(task, TierPolicyConfig())
+        over = self.tasks.get(task) or TierPolicyConfig.model_validate({})
         kind: Literal["drop", "gain"] = "gain" if tier == "target" else "drop"
         margin = (over.required_gain or base.required_gain) if kind == "gain" else (over.allowed_drop or base.allowed_drop)
         assert margin is not None  # guaranteed by _all_tiers

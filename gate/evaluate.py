@@ -49,6 +49,8 @@ class TaskPlan:
     version: str
     metric: str | None
     fingerprint_parts: dict[str, str] = field(default_factory=dict)
+    #: a few of the task's own texts, for the sanity probes (gate.probes)
+    probe_texts: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -77,11 +79,32 @@ def _config_dict(task_obj: Any) -> dict[str, Any]:
     meta = dict(data.get("metadata") or {})
     meta.pop("config_source", None)
     data["metadata"] = meta
+    # Data files are hashed by content (TaskPlan.data_hash); their absolute paths
+    # differ between checkouts and must not change the fingerprint.
+    kwargs = data.get("dataset_kwargs")
+    if isinstance(kwargs, dict) and "data_files" in kwargs:
+        data["dataset_kwargs"] = {k: v for k, v in kwargs.items() if k != "data_files"}
     return data
 
 
 def _leaf_tasks(loaded: Mapping[str, Any]) -> dict[str, Any]:
     return dict(sorted(loaded.get("tasks", {}).items()))
+
+
+def _probe_texts(task_obj: Any, k: int = 2) -> list[str]:
+    """The first k documents as prompt + answer text (what the task itself scores)."""
+    texts = []
+    for doc in list(task_obj.eval_docs)[:k]:
+        try:
+            text = str(task_obj.doc_to_text(doc))
+            target = task_obj.doc_to_target(doc)
+            choices = task_obj.doc_to_choice(doc) if task_obj.config.doc_to_choice is not None else None
+            if isinstance(target, int) and choices:
+                target = choices[target]
+            texts.append(text + (" " + str(target) if isinstance(target, str) and target else ""))
+        except Exception:  # a task without text accessors just gives no probes
+            continue
+    return [t for t in texts if t.strip()]
 
 
 def draw_selection(n_docs: int, samples: int | None, seed: int) -> list[int] | None:
@@ -131,7 +154,8 @@ def plan_tasks(tasks: Sequence[ResolvedTask], task_manager: Any) -> list[TaskPla
             versions.append(f"{leaf}={getattr(obj, 'VERSION', None) or (_config_dict(obj).get('metadata') or {}).get('version')}")
         plan = TaskPlan(task=t, leaves=list(leaves), selection=selection, n_docs=n_docs,
                         data_hash=data_h.hexdigest(), config_hash=cfg_h.hexdigest(),
-                        version=";".join(versions), metric=t.spec.metric)
+                        version=";".join(versions), metric=t.spec.metric,
+                        probe_texts=_probe_texts(next(iter(leaves.values()))))
         plan.fingerprint_parts = {
             "task": t.name,
             "task_config": plan.config_hash,

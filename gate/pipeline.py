@@ -230,8 +230,8 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
         paired = pair_all(base_records, cand_records[c.name])
         by_tier: dict[str, list[Any]] = {"target": [], "related": [], "general": []}
         for name, (b, cr) in paired.items():
-            by_tier[tiers[name]].append((b, cr, setup.thresholds.policy_for(tiers[name], name)))  # type: ignore[arg-type]
-        verdicts.append(judge_candidate(c.name, c.kind, by_tier, n_boot=setup.thresholds.bootstrap_samples,  # type: ignore[arg-type]
+            by_tier[tiers[name]].append((b, cr, setup.thresholds.policy_for(tiers[name], name)))
+        verdicts.append(judge_candidate(c.name, c.kind, by_tier, n_boot=setup.thresholds.bootstrap_samples,
                                         seed=setup.thresholds.seed))
     release = judge_release(verdicts, cfg.release)
 

@@ -1,0 +1,95 @@
+"""Sanity probes: prove a number means what it says before trusting it.
+
+Real failures this catches (cheap: a handful of short texts per model):
+
+- an adapter that was silently not applied, so the "tuned" scores equal the
+  base's (lm-eval #2432, #808): the adapter's log-likelihoods on the probe
+  texts must differ from the base's by more than numerical noise;
+- a served engine that scores differently from the transformers + peft
+  reference (a wrong dtype, a dropped lm_head delta as in vLLM #51594, a
+  mis-mapped LoRA as in vLLM #16668): for models small enough, the served
+  per-token log-likelihoods must agree with the `hf` engine's; disagreement
+  stops the run (exit 3) showing both numbers.
+
+The chance floor (a base at or below chance) is checked by the verdict
+engine per task, where the number of choices is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gate.errors import EngineError
+
+#: Summed log-likelihood differences below this (nats per probe) are noise.
+NOOP_TOLERANCE = 1e-4
+
+
+@dataclass
+class ProbeResult:
+    """One probe's outcome, as results.json's `probes` entries."""
+
+    probe: str  # "adapter_applied" | "engine_parity"
+    model: str
+    status: str  # "ok" | "noop" | "mismatch" | "skipped"
+    detail: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rolling_loglikelihoods(lm: Any, texts: Sequence[str]) -> list[float]:
+    """Summed log-likelihood of each text under an lm-eval LM."""
+    from lm_eval.api.instance import Instance
+
+    requests = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
+                for i, t in enumerate(texts)]
+    out = lm.loglikelihood_rolling(requests)
+    return [float(x[0]) if isinstance(x, (tuple, list)) else float(x) for x in out]
+
+
+def adapter_applied(name: str, base_ll: Sequence[float], cand_ll: Sequence[float]) -> ProbeResult:
+    """An adapter whose log-likelihoods equal the base's on every probe is a no-op."""
+    diffs = [abs(a - b) for a, b in zip(base_ll, cand_ll, strict=True)]
+    biggest = max(diffs, default=0.0)
+    if biggest <= NOOP_TOLERANCE:
+        return ProbeResult("adapter_applied", name, "noop",
+                           f"{name} scores the probe texts exactly like the base (max |diff| {biggest:.2e} nats): "
+                           "the adapter is not applied, or it is a no-op (LoRA B = 0)",
+                           {"max_abs_diff": biggest})
+    return ProbeResult("adapter_applied", name, "ok", f"{name} differs from the base (max |diff| {biggest:.3g} nats)",
+                       {"max_abs_diff": biggest})
+
+
+def engine_parity(name: str, served: Sequence[float], reference: Sequence[float], n_tokens: Sequence[int],
+                  tolerance: float) -> ProbeResult:
+    """Served vs reference log-likelihoods, per token; mismatch beyond `tolerance` is an error."""
+    per_token = [abs(s - r) / max(1, n) for s, r, n in zip(served, reference, n_tokens, strict=True)]
+    worst = max(range(len(per_token)), key=per_token.__getitem__) if per_token else 0
+    biggest = per_token[worst] if per_token else 0.0
+    values = {"max_abs_diff_per_token": biggest, "served": served[worst] if served else None,
+              "reference": reference[worst] if reference else None, "tolerance": tolerance}
+    if biggest > tolerance:
+        return ProbeResult("engine_parity", name, "mismatch",
+                           f"{name}: the served engine gives {served[worst]:.6f} nats on probe {worst}, the hf "
+                           f"reference {reference[worst]:.6f} ({biggest:.2e} nats/token apart, tolerance {tolerance:g})",
+                           values)
+    return ProbeResult("engine_parity", name, "ok",
+                       f"{name}: served engine agrees with the hf reference within {biggest:.1e} nats/token", values)
+
+
+def raise_on_mismatch(results: Sequence[ProbeResult]) -> None:
+    """Stop the run (exit 3) when any engine-parity probe failed."""
+    bad = [r for r in results if r.probe == "engine_parity" and r.status == "mismatch"]
+    if bad:
+        raise EngineError(problems=[], message="; ".join(r.detail for r in bad),
+                          fix="serve in float32, check the adapter (lm_head/embeddings are not served by vLLM "
+                              "prompt logprobs, vllm-project/vllm #51594), or use the hf engine")
+
+
+def summarize(results: Sequence[ProbeResult]) -> Mapping[str, str]:
+    """model -> status of its adapter probe (for flags on verdicts)."""
+    return {r.model: r.status for r in results if r.probe == "adapter_applied"}
