@@ -18,7 +18,7 @@ engine per task, where the number of choices is known.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from gate.errors import EngineError
@@ -38,7 +38,10 @@ class ProbeResult:
     values: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The results.json entry (schema `$defs/probe`: name, message, candidate, severity)."""
+        severity = {"ok": "info", "skipped": "info", "noop": "warning", "mismatch": "error"}[self.status]
+        return {"name": self.probe, "message": self.detail, "candidate": self.model, "severity": severity,
+                "status": self.status, **self.values}
 
 
 def rolling_loglikelihoods(lm: Any, texts: Sequence[str]) -> list[float]:

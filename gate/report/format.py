@@ -1,0 +1,105 @@
+"""How numbers from results.json are shown: formatting only, no arithmetic
+beyond unit scaling.
+
+Accuracy-like metrics (mean of 0/1 or [0, 1] items) are shown as percentages
+and their deltas, intervals and margins as percentage *points*, because
+"-4.0 pts" reads correctly where "-0.04" invites a relative reading. Every
+other metric (perplexity, bits per byte, BLEU) keeps its own units, with an
+arrow saying which direction is better.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+Task = dict[str, Any]
+
+_NOT_POINTS = ("perplexity", "bits", "bpb", "loss", "bleu", "chrf", "ter")
+
+
+def is_points(task: Task) -> bool:
+    """Whether a task's scores are proportions shown as % and deltas as points."""
+    if task["aggregation"] != "mean":
+        return False
+    metric = str(task["metric"]).lower()
+    if any(word in metric for word in _NOT_POINTS):
+        return False
+    scores = [s for s in (task["base_score"], task["candidate_score"]) if s is not None]
+    return all(0.0 <= s <= 1.0 for s in scores)
+
+
+def _plain(value: float, *, signed: bool) -> str:
+    sign = "+" if signed else ""
+    size = abs(value)
+    if size >= 100:
+        return f"{value:{sign},.1f}"
+    if size >= 1:
+        return f"{value:{sign}.2f}"
+    return f"{value:{sign}.3f}"
+
+
+def score(task: Task, value: float | None) -> str:
+    """A base or candidate score: "86.0%" or "18.50"."""
+    if value is None or math.isnan(value):
+        return "—"
+    if is_points(task):
+        return f"{value * 100:.1f}%"
+    return _plain(value, signed=False)
+
+
+def delta(task: Task, value: float | None) -> str:
+    """A difference in the metric's units: "+55.5 pts" or "+13.50"."""
+    if value is None or math.isnan(value):
+        return "—"
+    if is_points(task):
+        return f"{value * 100:+.1f} pts"
+    return _plain(value, signed=True)
+
+
+def interval(task: Task) -> str:
+    """The task's confidence interval of the delta: "[-27.0, -15.0] pts (90%)"."""
+    low, high = task["ci_low"], task["ci_high"]
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return "—"
+    level = f"{task['ci_level'] * 100:g}%"
+    if is_points(task):
+        return f"[{low * 100:+.1f}, {high * 100:+.1f}] pts ({level})"
+    return f"[{_plain(low, signed=True)}, {_plain(high, signed=True)}] ({level})"
+
+
+def margin(task: Task) -> str:
+    """The policy in words: "drop ≤ 5.0 pts" or "gain ≥ 5.0 pts"."""
+    size = task["margin"]
+    shown = f"{size * 100:.1f} pts" if is_points(task) else _plain(size, signed=False)
+    return f"gain ≥ {shown}" if task["kind"] == "gain" else f"drop ≤ {shown}"
+
+
+def p_value(value: float | None) -> str:
+    """A p-value, with tiny values shown as a bound rather than as 0."""
+    if value is None or math.isnan(value):
+        return "—"
+    if value < 1e-4:
+        return "<0.0001"
+    return f"{value:.4f}" if value < 0.01 else f"{value:.3f}"
+
+
+def items(task: Task) -> str:
+    """Items used: "200", or "38 of 40" when some could not be paired/scored."""
+    if task["n_used"] == task["n"]:
+        return str(task["n"])
+    return f"{task['n_used']} of {task['n']}"
+
+
+def direction(task: Task) -> str:
+    """Which way is better for this metric."""
+    return "higher is better" if task["higher_is_better"] else "lower is better"
+
+
+def arrow(task: Task) -> str:
+    return "↑" if task["higher_is_better"] else "↓"
+
+
+def unit_label(task: Task) -> str:
+    """The unit a delta is plotted in."""
+    return "pts" if is_points(task) else str(task["metric"])

@@ -1,0 +1,95 @@
+"""summary.md: the verdicts in a few lines of Markdown, for a pull request
+comment or a GitHub job summary.
+
+Task names, reasons and advice are text the gate did not write (suite
+authors, models), so every such string is escaped (numbers the gate formatted itself are not): HTML-special characters
+become entities (GitHub renders raw HTML in Markdown) and Markdown
+punctuation is backslash-escaped, `|` included so a cell cannot split a table.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gate.report import format as fmt
+from gate.report.plots import TIER_ORDER
+
+VERDICT_ICONS = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️"}
+# Inline markup characters; `(`, `)` and `!` are inert once `[`/`]` are escaped.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+# Block markup that only counts at the start of a line (heading, list, quote).
+_LEADING_BLOCK = re.compile(r"^(\s*)([#+\-=]|\d+(?=[.)]))")
+_HTML_SPECIAL = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
+_LINE_BREAKS = re.compile(r"[\r\n\t\x0b\x0c]+")
+
+
+def md_escape(text: Any) -> str:
+    """`text` as inert Markdown/HTML inline text, on one line (safe in a table cell)."""
+    value = _LINE_BREAKS.sub(" ", str(text))
+    value = "".join(_HTML_SPECIAL.get(ch, ch) for ch in value)
+    value = _MARKDOWN_SPECIAL.sub(r"\\\1", value)
+    return _LEADING_BLOCK.sub(lambda m: m.group(1) + "\\" + m.group(2), value, count=1)
+
+
+def _verdict(verdict: str) -> str:
+    return f"{VERDICT_ICONS[verdict]} {verdict}"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _tiers(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    return sorted(candidate["tiers"], key=lambda t: TIER_ORDER.index(t["tier"]))
+
+
+def render_summary(results: dict[str, Any]) -> str:
+    """The Markdown summary of a validated results dict."""
+    release = results["release"]
+    lines = [
+        f"## gate: release {_verdict(release['verdict'])}",
+        "",
+        md_escape(release["reason"]),
+        "",
+        _row(["candidate", "tier", "worst task", "delta", "verdict"]),
+        _row(["---"] * 5),
+    ]
+    failing: list[list[str]] = []
+    for candidate in results["candidates"]:
+        name = md_escape(candidate["name"])
+        for tier in _tiers(candidate):
+            worst = next((t for t in tier["tasks"] if t["task"] == tier["worst_task"]), None)
+            lines.append(_row([
+                name,
+                tier["tier"],
+                md_escape(worst["task"]) if worst else "—",
+                fmt.delta(worst, worst["delta"]) if worst else "—",
+                _verdict(tier["verdict"]),
+            ]))
+            for task in tier["tasks"]:
+                if task["verdict"] == "PASS":
+                    continue
+                note = task["advice"]["message"] if task["advice"] else ""
+                failing.append([
+                    name, tier["tier"], md_escape(task["task"]),
+                    fmt.delta(task, task["delta"]),
+                    fmt.interval(task),
+                    fmt.margin(task),
+                    _verdict(task["verdict"]),
+                    md_escape(note) if note else "",
+                ])
+    if failing:
+        lines += [
+            "",
+            "### Tasks that did not pass",
+            "",
+            _row(["candidate", "tier", "task", "delta", "interval", "policy", "verdict", "advice"]),
+            _row(["---"] * 8),
+        ]
+        lines += [_row(cells) for cells in failing]
+    lines += ["", "### Candidates", ""]
+    lines += [f"- **{md_escape(c['name'])}** {_verdict(c['verdict'])}: {md_escape(c['reason'])}"
+              for c in results["candidates"]]
+    lines.append("")
+    return "\n".join(lines)
