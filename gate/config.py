@@ -126,6 +126,8 @@ class EndpointConfig(Strict):
     """Served model name of the base model."""
     names: dict[str, str] = Field(default_factory=dict)
     """Served name per candidate, when it differs from the candidate's name."""
+    engine_version: str = "unknown"
+    """The deployment's vLLM version; part of the baseline fingerprint, so set it to keep baselines honest."""
     request_timeout_s: float = Field(600, gt=0)
     """Per-request timeout for scoring calls."""
     num_concurrent: int = Field(8, ge=1)

@@ -59,16 +59,22 @@ def make_engine(cfg: RunConfig) -> Engine:
         )
         return VllmEngine(opts, allow_pickle=allow_pickle)
     if kind == "endpoint":
-        from gate.serve.endpoint import EndpointEngine
+        from gate.serve.endpoint import EndpointEngine, EndpointOptions
 
-        assert cfg.engine.endpoint is not None  # RunConfig guarantees it
-        return EndpointEngine.from_config(cfg.engine.endpoint, base_path=cfg.base.path)  # type: ignore[attr-defined]
+        e = cfg.engine.endpoint
+        assert e is not None  # RunConfig guarantees it
+        names = {BASE_NAME: e.base_name, **{c.name: e.names.get(c.name, c.name) for c in cfg.candidates}}
+        return EndpointEngine(EndpointOptions(
+            base_url=e.base_url, api_key_env=e.api_key_env, served_names=names,
+            request_timeout_s=e.request_timeout_s, num_concurrent=e.num_concurrent, max_retries=e.max_retries,
+            trust_remote_code=cfg.base.trust_remote_code, version_label=e.engine_version))
     if kind == "hf":
-        from gate.serve.hf import HfEngine
+        from gate.serve.hf import HfEngine, HfOptions
 
-        return HfEngine(batch_size=cfg.engine.hf.batch_size, device=cfg.engine.hf.device,  # type: ignore[call-arg]
-                        dtype=cfg.base.dtype, trust_remote_code=cfg.base.trust_remote_code,
-                        allow_pickle=allow_pickle)
+        h = cfg.engine.hf
+        return HfEngine(HfOptions(dtype="float32" if cfg.base.dtype == "auto" else cfg.base.dtype, device=h.device,
+                                  batch_size=h.batch_size, trust_remote_code=cfg.base.trust_remote_code,
+                                  allow_pickle=allow_pickle))
     from gate.serve.fake import FakeEngine
 
     return FakeEngine()

@@ -1,0 +1,272 @@
+"""Check a LoRA adapter against its base before anything is served.
+
+Why: a bad adapter found by vLLM shows up as a server that dies 40 s into
+start-up with a stack trace; found here it is one message naming the file, the
+key and the fix (exit 2). Nothing here loads model weights: the base's module
+names and shapes come from its config instantiated on the meta device, and the
+adapter's tensor shapes from the safetensors header.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gate.errors import AdapterError, Problem
+
+# `--max-lora-rank` accepts only these values (vLLM 0.32 LoRAConfig).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+# Modules whose LoRA/full copies change the logits layer; vLLM drops the
+# lm_head delta from prompt logprobs (vllm-project/vllm #51594).
+HEAD_MODULES = ("lm_head", "embed_tokens")
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What the gate needs to know about a validated adapter."""
+
+    path: Path
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]
+    trains_lm_head: bool
+    weights_file: Path
+    base_model_name_or_path: str | None
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def vllm_max_lora_rank(self) -> int:
+        return round_lora_rank(self.rank)
+
+
+def round_lora_rank(rank: int) -> int:
+    """The smallest `--max-lora-rank` value vLLM accepts that holds `rank`."""
+    for allowed in VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise AdapterError(
+        f"LoRA rank {rank} is above vLLM's maximum {VLLM_LORA_RANKS[-1]}",
+        key="r", fix="use the hf engine, or merge the adapter into a full model",
+    )
+
+
+def _read_config(adapter_dir: Path) -> dict[str, Any]:
+    cfg_file = adapter_dir / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise AdapterError(
+            "adapter_config.json is missing", file=str(cfg_file),
+            fix="point the candidate at a PEFT adapter directory (saved with save_pretrained)",
+        )
+    try:
+        data = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AdapterError(f"cannot read it: {exc}", file=str(cfg_file),
+                           fix="re-save the adapter with PEFT's save_pretrained") from exc
+    if not isinstance(data, dict):
+        raise AdapterError("not a JSON object", file=str(cfg_file),
+                           fix="re-save the adapter with PEFT's save_pretrained")
+    peft_type = str(data.get("peft_type", "LORA")).upper()
+    if peft_type != "LORA":
+        raise AdapterError(f"peft_type is {peft_type}; only LoRA adapters can be served",
+                           file=str(cfg_file), key="peft_type",
+                           fix="merge the adapter into a full model and add it as kind: full")
+    return data
+
+
+def _weights_file(adapter_dir: Path, allow_pickle: bool) -> Path:
+    st = adapter_dir / "adapter_model.safetensors"
+    if st.is_file():
+        return st
+    pickled = adapter_dir / "adapter_model.bin"
+    if pickled.is_file():
+        if allow_pickle:
+            return pickled
+        raise AdapterError(
+            "adapter weights are a pickle (adapter_model.bin); loading a pickle can run code",
+            file=str(pickled),
+            fix="re-save with save_pretrained(..., safe_serialization=True), or allow pickles explicitly",
+        )
+    raise AdapterError("adapter weights are missing (adapter_model.safetensors)",
+                       file=str(st), fix="copy the adapter's weights next to adapter_config.json")
+
+
+def _tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    if weights.suffix == ".bin":
+        import torch
+
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        return {k: tuple(v.shape) for k, v in state.items()}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        size = weights.stat().st_size
+    except Exception as exc:  # safetensors raises its own SafetensorError and OSError
+        raise AdapterError(f"cannot read the safetensors file ({exc}); it is truncated or corrupt",
+                           file=str(weights), fix="copy the adapter again from its source") from exc
+    _check_not_truncated(weights, size)
+    return shapes
+
+
+def _check_not_truncated(weights: Path, size: int) -> None:
+    """safe_open reads only the header; compare its data offsets with the file size."""
+    with weights.open("rb") as fh:
+        header_len = int.from_bytes(fh.read(8), "little")
+        header = json.loads(fh.read(header_len))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end > size:
+        raise AdapterError(
+            f"the safetensors file is truncated ({size} bytes, header expects {8 + header_len + end})",
+            file=str(weights), fix="copy the adapter again from its source",
+        )
+
+
+def _base_modules(base_dir: str, trust_remote_code: bool) -> dict[str, tuple[int, ...]]:
+    """Module name -> weight shape of the base, built on the meta device (no weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(base_dir, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            shapes[name] = tuple(weight.shape)
+    return shapes
+
+
+def _targets(cfg: dict[str, Any]) -> tuple[str, ...] | str:
+    raw = cfg.get("target_modules") or ()
+    if isinstance(raw, str):
+        return raw  # a regex or "all-linear"
+    return tuple(str(t) for t in raw)
+
+
+def _matches(target: tuple[str, ...] | str, module: str) -> bool:
+    if isinstance(target, str):
+        if target == "all-linear":
+            return module.rsplit(".", 1)[-1] != "lm_head"
+        return re.fullmatch(target, module) is not None
+    return any(module == t or module.endswith("." + t) for t in target)
+
+
+_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>A|B)(?:\.[^.]+)?\.weight$")
+
+
+def _check_shapes(shapes: dict[str, tuple[int, ...]], base: dict[str, tuple[int, ...]],
+                  weights: Path, base_dir: str) -> list[Problem]:
+    problems: list[Problem] = []
+    for key, shape in sorted(shapes.items()):
+        m = _LORA_KEY.match(key)
+        if not m:
+            continue
+        module = m.group("module")
+        if module not in base:
+            problems.append(Problem(
+                f"tensor {key} is for module {module}, which the base {base_dir} does not have",
+                file=str(weights), fix="use the base model the adapter was trained on"))
+            continue
+        out_f, in_f = base[module][0], base[module][-1]
+        if m.group("ab") == "A" and shape[-1] != in_f:
+            problems.append(Problem(
+                f"tensor {key} has input size {shape[-1]}, the base's {module} has {in_f}",
+                file=str(weights), fix="use the base model the adapter was trained on"))
+        if m.group("ab") == "B" and shape[0] != out_f:
+            problems.append(Problem(
+                f"tensor {key} has output size {shape[0]}, the base's {module} has {out_f}",
+                file=str(weights), fix="use the base model the adapter was trained on"))
+    return problems
+
+
+def _base_name_warning(recorded: str | None, base_dir: str) -> str | None:
+    if not recorded:
+        return "adapter_config.json names no base_model_name_or_path; cannot check the base"
+    rec, base = Path(recorded), Path(base_dir)
+    if rec.exists() and base.exists():
+        if rec.resolve() == base.resolve():
+            return None
+    elif recorded.rstrip("/") == base_dir.rstrip("/"):
+        return None
+    if rec.name == base.name:
+        return None
+    return (f"adapter was trained on {recorded!r} but is served on {base_dir!r}; "
+            "shapes fit, but scores are only meaningful on the adapter's own base")
+
+
+def validate_adapter(adapter_dir: str | Path, base_dir: str | Path, *, allow_pickle: bool = False,
+                     trust_remote_code: bool = False) -> AdapterInfo:
+    """Validate a PEFT LoRA adapter against its base; raise AdapterError listing every problem."""
+    adapter = Path(adapter_dir)
+    base = str(base_dir)
+    cfg = _read_config(adapter)
+    cfg_file = str(adapter / "adapter_config.json")
+    weights = _weights_file(adapter, allow_pickle)
+    shapes = _tensor_shapes(weights)
+
+    problems: list[Problem] = []
+    rank = int(cfg.get("r", 0) or 0)
+    rank_pattern = cfg.get("rank_pattern") or {}
+    if isinstance(rank_pattern, dict) and rank_pattern:
+        rank = max([rank, *(int(v) for v in rank_pattern.values())])
+    if rank < 1:
+        problems.append(Problem("r is missing or below 1", file=cfg_file, key="r",
+                                fix="re-save the adapter with PEFT"))
+    elif rank > VLLM_LORA_RANKS[-1]:
+        problems.append(Problem(f"rank {rank} is above vLLM's maximum {VLLM_LORA_RANKS[-1]}",
+                                file=cfg_file, key="r",
+                                fix="use the hf engine, or merge the adapter into a full model"))
+
+    targets = _targets(cfg)
+    base_modules = _base_modules(base, trust_remote_code)
+    matched = [name for name in base_modules if _matches(targets, name)]
+    if not matched:
+        problems.append(Problem(
+            f"target_modules {targets!r} match no module of the base {base}",
+            file=cfg_file, key="target_modules", fix="use the base model the adapter was trained on"))
+    problems += _check_shapes(shapes, base_modules, weights, base)
+    if problems:
+        raise AdapterError(problems=problems)
+
+    saved = [str(s) for s in (cfg.get("modules_to_save") or ())]
+    head_touched = (
+        any(n.rsplit(".", 1)[-1] in HEAD_MODULES for n in matched)
+        or any(s.rsplit(".", 1)[-1] in HEAD_MODULES for s in saved)
+        or any(any(h in k for h in HEAD_MODULES) for k in shapes)
+    )
+    names = targets if isinstance(targets, tuple) else (targets,)
+    warning = _base_name_warning(cfg.get("base_model_name_or_path"), base)
+    return AdapterInfo(
+        path=adapter, rank=rank, alpha=float(cfg.get("lora_alpha", rank) or rank),
+        target_modules=names, trains_lm_head=head_touched, weights_file=weights,
+        base_model_name_or_path=cfg.get("base_model_name_or_path"),
+        warnings=(warning,) if warning else (),
+    )
+
+
+def max_lora_rank(infos: Sequence[AdapterInfo]) -> int:
+    """`--max-lora-rank` for a server holding all these adapters."""
+    return round_lora_rank(max((i.rank for i in infos), default=1))
+
+
+def refuse_lm_head_on_loglikelihood(info: AdapterInfo, engine_kind: str,
+                                    uses_loglikelihood: bool) -> None:
+    """Refuse adapters whose lm_head/embedding delta vLLM drops from prompt logprobs.
+
+    vLLM computes prompt logprobs without an adapter's lm_head delta
+    (vllm-project/vllm #51594, open; fix PR #51597): loglikelihood scores of
+    such an adapter through vLLM are silently the wrong model's.
+    """
+    if info.trains_lm_head and uses_loglikelihood and engine_kind in ("vllm", "endpoint"):
+        raise AdapterError(
+            "the adapter trains lm_head/embed_tokens; vLLM leaves that delta out of prompt "
+            "logprobs (vllm-project/vllm #51594), so loglikelihood scores would be wrong",
+            file=str(info.path / "adapter_config.json"), key="target_modules",
+            fix="use the hf engine (engine: hf), or merge the adapter and add it as kind: full",
+        )

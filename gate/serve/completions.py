@@ -1,0 +1,124 @@
+"""lm-eval's `local-completions` LM, made to fail fast when its server is gone.
+
+Why: lm-eval retries every failed request (tenacity, exponential back-off) and
+waits up to `timeout` seconds per request; against a dead server that is
+minutes of silence before an unhelpful error. Each LM here holds a
+`ServerHealth`; a watchdog thread (vllm_server) marks it dead when the server
+process exits. Before each request, and after a request fails, the LM asks the
+health object; if the server is dead it raises `ServerGone`, a BaseException
+so that lm-eval's tenacity retries (which retry every `Exception`) do not
+catch it. `serve()` turns it into an EngineError with the server log's tail.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+
+class ServerGone(BaseException):
+    """The server behind an LM died; not an Exception so retries do not swallow it."""
+
+
+class ServerHealth:
+    """Shared between a server's watchdog and its LMs: is the server still alive?"""
+
+    def __init__(self, probe: Callable[[], int | None] | None = None) -> None:
+        self._probe = probe  # returns an exit code once the process has exited
+        self._dead = threading.Event()
+        self.exit_code: int | None = None
+
+    def mark_dead(self, exit_code: int | None) -> None:
+        self.exit_code = exit_code
+        self._dead.set()
+
+    @property
+    def dead(self) -> bool:
+        if not self._dead.is_set() and self._probe is not None:
+            code = self._probe()
+            if code is not None:
+                self.mark_dead(code)
+        return self._dead.is_set()
+
+    def check(self) -> None:
+        if self.dead:
+            raise ServerGone(f"the server exited with code {self.exit_code}")
+
+
+def bos_by_default(tokenizer_dir: str, trust_remote_code: bool = False,
+                   revision: str | None = None) -> bool:
+    """Does the tokenizer prepend BOS by default (as lm-eval's hf model would)?
+
+    The BOS trap (ENGINE_NOTES): local-completions defaults add_bos_token=False,
+    while the hf model uses the tokenizer default; a mismatch changes scores.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=trust_remote_code,
+                                        revision=revision)
+    bos = tok.bos_token_id
+    ids = tok("a").input_ids
+    return bos is not None and len(ids) > 0 and ids[0] == bos
+
+
+class GateCompletionsLM(LocalCompletionsAPI):
+    """local-completions with a health check around every request."""
+
+    def __init__(self, *, health: ServerHealth, api_key: str | None = None, **kwargs: Any) -> None:
+        self._health = health
+        self._api_key = api_key or ""
+        super().__init__(**kwargs)
+
+    @property
+    def api_key(self) -> str:  # never logged; sent only as the Authorization header
+        return self._api_key
+
+    def model_call(self, *args: Any, **kwargs: Any) -> Any:
+        self._health.check()
+        try:
+            return super().model_call(*args, **kwargs)
+        except Exception:
+            self._health.check()
+            raise
+
+    async def amodel_call(self, *args: Any, **kwargs: Any) -> Any:
+        self._health.check()
+        try:
+            return await super().amodel_call(*args, **kwargs)
+        except Exception:
+            self._health.check()
+            raise
+
+
+def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, health: ServerHealth,
+                   num_concurrent: int, max_retries: int, timeout_s: float,
+                   add_bos_token: bool, max_length: int | None = None,
+                   api_key: str | None = None, trust_remote_code: bool = False,
+                   revision: str | None = None) -> GateCompletionsLM:
+    """One LM per served model name, all scoring through `/v1/completions`.
+
+    tokenized_requests=True: lm-eval tokenizes with the base tokenizer and sends
+    token ids, so the context/continuation split is the same as the hf engine's
+    (sending strings lets the server re-tokenize the joined text differently).
+    """
+    kwargs: dict[str, Any] = {
+        "base_url": base_url.rstrip("/") + "/completions" if base_url.rstrip("/").endswith("/v1")
+        else base_url,
+        "model": served_name,
+        "tokenizer": tokenizer_dir,
+        "tokenizer_backend": "huggingface",
+        "tokenized_requests": True,
+        "num_concurrent": num_concurrent,
+        "max_retries": max_retries,
+        "timeout": int(timeout_s),
+        "add_bos_token": add_bos_token,
+        "trust_remote_code": trust_remote_code,
+    }
+    if revision:
+        kwargs["revision"] = revision
+    if max_length:
+        kwargs["max_length"] = max_length
+    return GateCompletionsLM(health=health, api_key=api_key, **kwargs)
