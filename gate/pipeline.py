@@ -112,6 +112,8 @@ def _validate_adapters(setup: GateSetup, plans: list[TaskPlan], engine_kind: str
     from gate.serve.adapters import refuse_lm_head_on_loglikelihood, validate_adapter
 
     cfg = setup.config
+    if engine_kind == "fake":  # the fake engine serves no weights
+        return []
     uses_ll = any(p.task.output_type in LOGLIKELIHOOD_TYPES or p.task.output_type is None for p in plans)
     problems: list[Problem] = []
     for cand in cfg.candidates:

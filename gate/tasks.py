@@ -38,10 +38,15 @@ class ResolvedTask:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def lm_eval_spec(self) -> str | dict[str, Any]:
-        """What to pass in lm-eval's `tasks=[...]`: the name, or a dict of overrides."""
-        if not self.overrides:
+        """What to pass in lm-eval's `tasks=[...]`: the name, or the task's full
+        config with the gate's overrides (lm-eval treats a dict as a complete
+        inline config, not as overrides of the registered task)."""
+        if not self.overrides or self.yaml_path is None or self.is_group:
             return self.name
-        return {"task": self.name, **self.overrides}
+        from lm_eval.tasks._yaml_loader import load_yaml
+
+        cfg = load_yaml(self.yaml_path, resolve_func=True)
+        return {**cfg, **self.overrides, "task": self.name}
 
 
 @functools.lru_cache(maxsize=8)

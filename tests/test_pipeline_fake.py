@@ -1,0 +1,128 @@
+"""`gate.run` end to end with the fake engine: everything around the engines.
+
+The fake engine (gate.serve.fake) answers each item right with a chosen
+probability per task, reproducibly, so these tests choose which candidate
+forgets and which learns. The real-engine tests live in test_run_vllm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gate.loader import load_setup
+from gate.pipeline import run
+from gate.serve.fake import FakeEngine, FakeSkill
+
+REPO = Path(__file__).resolve().parent.parent
+SUITE = REPO / "tests" / "fixtures" / "fakesuite"
+
+BASE = FakeSkill(accuracy={"fk_target": 0.40, "fk_related": 0.6, "fk_general": 0.8})
+GOOD = FakeSkill(accuracy={"fk_target": 0.90, "fk_related": 0.6, "fk_general": 0.8})
+FORGETFUL = FakeSkill(accuracy={"fk_target": 0.90, "fk_related": 0.6, "fk_general": 0.3})
+
+
+def _model_dir(path: Path, payload: bytes) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 128}), encoding="utf-8")
+    (path / "model.safetensors").write_bytes(payload)
+    return path
+
+
+def _adapter_dir(path: Path, payload: bytes) -> Path:
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": ["q_proj"]}), encoding="utf-8")
+    (path / "adapter_model.safetensors").write_bytes(payload)
+    return path
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Path:
+    suite = tmp_path / "suite"
+    shutil.copytree(SUITE, suite)
+    _model_dir(tmp_path / "base", b"base-weights")
+    _adapter_dir(tmp_path / "good", b"good")
+    _adapter_dir(tmp_path / "forgetful", b"forgetful")
+    cfg = {
+        "base": {"path": "base"},
+        "candidates": [{"name": "good", "adapter": "good"}, {"name": "forgetful", "adapter": "forgetful"}],
+        "suite": "suite/suite.yaml",
+        "thresholds": str(REPO / "thresholds.yaml"),
+        "engine": {"kind": "fake"},
+        "baseline": {"store": "store"},
+        "cache_dir": "cache",
+        "out": "out",
+    }
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return tmp_path
+
+
+def _engine() -> FakeEngine:
+    return FakeEngine({"base": BASE, "good": GOOD, "forgetful": FORGETFUL})
+
+
+def _verdicts(results: dict) -> dict[str, str]:
+    return {c["name"]: c["verdict"] for c in results["candidates"]}
+
+
+def test_verdicts_outputs_and_exit_code(world: Path) -> None:
+    setup = load_setup(world / "gate.yaml")
+    result = run(setup, engine=_engine())
+    assert _verdicts(result.results) == {"good": "PASS", "forgetful": "FAIL"}
+    assert result.exit_code == 1
+    forgetful = next(c for c in result.results["candidates"] if c["name"] == "forgetful")
+    general = next(t for t in forgetful["tiers"] if t["tier"] == "general")
+    assert general["verdict"] == "FAIL" and general["worst_task"] == "fk_general"
+    task = general["tasks"][0]
+    assert task["n"] == 300  # the seeded subset, not all 400 documents
+    assert task["delta"] < -0.3 and task["ci_high"] < task["threshold"]
+    out = world / "out"
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["junit.xml", "report.html", "results.json", "summary.md"]
+    on_disk = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert _verdicts(on_disk) == _verdicts(result.results)
+
+
+def test_release_of_one_candidate(world: Path) -> None:
+    from gate.loader import Overrides
+
+    setup = load_setup(world / "gate.yaml", Overrides(release=["good"]))
+    assert run(setup, engine=_engine()).exit_code == 0
+
+
+def test_second_run_reuses_baseline_and_caches(world: Path) -> None:
+    first = run(load_setup(world / "gate.yaml"), engine=_engine())
+    assert first.evaluated["base"] == 3
+    assert first.results["baseline"]["reused"] is False
+    second = run(load_setup(world / "gate.yaml"), engine=_engine())
+    assert second.evaluated["base"] == 0
+    assert second.results["baseline"]["reused"] is True
+    strip = lambda r: [(c["name"], [(t["task"], t["delta"], t["ci_low"]) for tier in c["tiers"] for t in tier["tasks"]]) for c in r["candidates"]]  # noqa: E731
+    assert strip(first.results) == strip(second.results)
+
+
+def test_require_baseline_without_one_is_input_error(world: Path) -> None:
+    from gate.errors import BaselineMismatch
+    from gate.loader import Overrides
+
+    setup = load_setup(world / "gate.yaml", Overrides(require_baseline=True))
+    with pytest.raises(BaselineMismatch) as err:
+        run(setup, engine=_engine())
+    assert err.value.exit_code == 2
+    assert "no baseline" in str(err.value) or "baseline" in str(err.value)
+    assert not (world / "out" / "results.json").exists()
+
+
+def test_changed_task_data_invalidates_only_that_task(world: Path) -> None:
+    run(load_setup(world / "gate.yaml"), engine=_engine())
+    data = world / "suite" / "data" / "fk_related.jsonl"
+    lines = data.read_text(encoding="utf-8").splitlines()
+    lines[0] = lines[0].replace("say 0", "say zero")
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    messages: list[str] = []
+    again = run(load_setup(world / "gate.yaml"), engine=_engine(), progress=messages.append)
+    assert again.evaluated["base"] == 1
+    assert any("fk_related" in m and "data changed" in m for m in messages), messages
