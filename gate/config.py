@@ -186,6 +186,19 @@ class WandbConfig(Strict):
     """Force a W&B mode; default follows WANDB_MODE."""
 
 
+class ProbesConfig(Strict):
+    """Sanity probes run before the full evaluation (see gate.probes)."""
+
+    enabled: bool = True
+    """Check that each adapter changes the model's outputs (a no-op adapter is reported)."""
+    parity: bool = True
+    """Compare the served engine's log-likelihoods with the transformers reference (small models only)."""
+    parity_max_bytes: int = Field(2_000_000_000, ge=0)
+    """Largest model (weights on disk) for which the in-process reference is loaded."""
+    parity_tolerance: float = Field(0.02, gt=0)
+    """Allowed served-vs-reference difference, nats per token (fp32 agrees to ~1e-5; bf16 to ~1e-2)."""
+
+
 class RunConfig(Strict):
     """The run config (`gate.yaml`): what to gate, against what, and how."""
 
@@ -209,6 +222,8 @@ class RunConfig(Strict):
     """Candidates whose verdict decides the release; default: all of them."""
     wandb: WandbConfig | None = None
     """Weights & Biases settings; omit to disable."""
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)  # type: ignore[arg-type]
+    """Sanity probes (adapter applied, engine parity)."""
 
     @model_validator(mode="after")
     def _names_unique_and_release_known(self) -> RunConfig:

@@ -6,6 +6,7 @@ shell over `run()`; Python users call it directly.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gate import __version__
+from gate import probes as probes_mod
 from gate.config import RunConfig
 from gate.errors import BaselineMismatch, ConfigError, InputError, Problem
 from gate.evaluate import TaskPlan, evaluate_model, plan_tasks
@@ -130,6 +132,55 @@ def _validate_adapters(setup: GateSetup, plans: list[TaskPlan], engine_kind: str
     return problems
 
 
+class ProbeRun:
+    """Runs the sanity probes (gate.probes) on each served group, before evaluation."""
+
+    def __init__(self, cfg: RunConfig, texts: list[str], engine_kind: str, say: Progress) -> None:
+        self.cfg, self.texts, self.engine_kind, self.say = cfg, texts, engine_kind, say
+        self.results: list[probes_mod.ProbeResult] = []
+        self.base_ll: list[float] | None = None
+
+    def _small_enough(self, spec: ModelSpec) -> bool:
+        path = Path(spec.path if spec.kind == "full" else spec.base_path)
+        if not path.is_dir():
+            return False
+        size = sum(f.stat().st_size for f in path.glob("*.safetensors")) + sum(f.stat().st_size for f in path.glob("*.bin"))
+        return size <= self.cfg.probes.parity_max_bytes
+
+    def check(self, group: list[ModelSpec], lms: dict[str, Any]) -> None:
+        pcfg = self.cfg.probes
+        if not pcfg.enabled or not self.texts or self.engine_kind == "fake":
+            return
+        served = {spec.name: probes_mod.rolling_loglikelihoods(lms[spec.name], self.texts) for spec in group}
+        if BASE_NAME in served:
+            self.base_ll = served[BASE_NAME]
+        for spec in group:
+            if spec.name != BASE_NAME and self.base_ll is not None:
+                result = probes_mod.adapter_applied(spec.name, self.base_ll, served[spec.name])
+                self.results.append(result)
+                if result.status == "noop":
+                    self.say(f"probe: {result.detail}")
+        if pcfg.parity and self.engine_kind in ("vllm", "endpoint") and all(self._small_enough(s) for s in group):
+            self._parity(group, served)
+
+    def _parity(self, group: list[ModelSpec], served: dict[str, list[float]]) -> None:
+        from transformers import AutoTokenizer
+
+        from gate.serve.hf import HfEngine, HfOptions
+
+        self.say(f"probe: engine parity against the hf reference ({', '.join(s.name for s in group)})")
+        tok = AutoTokenizer.from_pretrained(group[0].base_path, trust_remote_code=self.cfg.base.trust_remote_code)
+        n_tokens = [len(tok(t).input_ids) for t in self.texts]
+        ref_engine = HfEngine(HfOptions(dtype="float32", trust_remote_code=self.cfg.base.trust_remote_code,
+                                        allow_pickle=any(c.allow_pickle for c in self.cfg.candidates)))
+        with ref_engine.serve(group, Path(self.cfg.out) / "logs") as ref_lms:
+            for spec in group:
+                ref = probes_mod.rolling_loglikelihoods(ref_lms[spec.name], self.texts)
+                self.results.append(probes_mod.engine_parity(spec.name, served[spec.name], ref, n_tokens,
+                                                             self.cfg.probes.parity_tolerance))
+        probes_mod.raise_on_mismatch(self.results)
+
+
 def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | None = None) -> GateResult:
     """Gate the setup's candidates against the base; write results and reports.
 
@@ -208,27 +259,44 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     evaluated: dict[str, int] = {}
     log_dir = out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    # Another `gate run` may be computing the same baseline: hold each missing
+    # key's lock while computing, and take what the other process stored.
+    held = contextlib.ExitStack()
+    if to_compute:
+        for p in sorted(to_compute, key=lambda p: base_keys[p.name].digest()):
+            held.enter_context(store.backend.lock(f"locks/{base_keys[p.name].digest()}.lock", None))
+        for p in list(to_compute):
+            rec = store.get(base_keys[p.name])
+            if rec is not None:
+                say(f"baseline: {p.name} was computed by another gate run meanwhile; reusing it")
+                base_records[p.name] = rec
+                to_compute.remove(p)
     specs = model_specs(cfg)
-    wanted = [s for s in specs if s.name != BASE_NAME or to_compute]
-    for group in engine.groups(wanted):
-        say(f"serving {', '.join(m.name for m in group)} ({engine.kind})")
-        with engine.serve(group, log_dir) as lms:
-            for spec in group:
-                if spec.name == BASE_NAME:
-                    todo, model_key = to_compute, key_for(plans[0])
-                else:
-                    todo = plans
-                    model_key = key_for(plans[0], adapter=cand_ids[spec.name], model=cand_models[spec.name])
-                cache = cache_root / model_key.model_digest()[:24] / "responses"
-                say(f"evaluating {spec.name}: {sum(p.n_items for p in todo)} items in {len(todo)} task(s)")
-                recs = evaluate_model(lms[spec.name], todo, task_manager=tm, cache_path=cache)
-                evaluated[spec.name] = len(todo)
-                if spec.name == BASE_NAME:
-                    for p in todo:
-                        store.put(base_keys[p.name], recs[p.name])
-                        base_records[p.name] = recs[p.name]
-                else:
-                    cand_records[spec.name] = recs
+    probe_texts = [t for p in plans for t in p.probe_texts][:8]
+    probes = ProbeRun(cfg, probe_texts, engine.kind, say)
+    with held:
+        for group in engine.groups(specs):
+            say(f"serving {', '.join(m.name for m in group)} ({engine.kind})")
+            with engine.serve(group, log_dir) as lms:
+                probes.check(group, lms)
+                for spec in group:
+                    if spec.name == BASE_NAME and not to_compute:
+                        continue
+                    if spec.name == BASE_NAME:
+                        todo, model_key = to_compute, key_for(plans[0])
+                    else:
+                        todo = plans
+                        model_key = key_for(plans[0], adapter=cand_ids[spec.name], model=cand_models[spec.name])
+                    cache = cache_root / model_key.model_digest()[:24] / "responses"
+                    say(f"evaluating {spec.name}: {sum(p.n_items for p in todo)} items in {len(todo)} task(s)")
+                    recs = evaluate_model(lms[spec.name], todo, task_manager=tm, cache_path=cache)
+                    evaluated[spec.name] = len(todo)
+                    if spec.name == BASE_NAME:
+                        for p in todo:
+                            store.put(base_keys[p.name], recs[p.name])
+                            base_records[p.name] = recs[p.name]
+                    else:
+                        cand_records[spec.name] = recs
     evaluated.setdefault(BASE_NAME, 0)
 
     # ---- compare
@@ -245,6 +313,7 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
 
     results = assemble_results(setup, verdicts, release, plans, engine, base_identity, base_records,
                                reused=not to_compute, cand_ids=cand_ids)
+    results["probes"] = [r.to_dict() for r in probes.results]
     files = write_outputs(results, out)
     return GateResult(results=results, exit_code=release.exit_code, out_dir=out, files=files, evaluated=evaluated)
 
