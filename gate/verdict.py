@@ -1,0 +1,556 @@
+"""Thresholds -> verdicts: per task, per tier, per candidate, per release.
+
+Pure functions over `TaskRecords` and `TaskPolicy`; the statistics come from
+`gate.stats`. Every dataclass has `to_dict()` giving the results.json shape
+(docs/results-shape.md).
+
+The decision rule, as implemented:
+
+Task (`judge_task`, or `judge_tier` for a whole tier):
+  1. If the base model scores at chance (`TaskRecords.chance` is set and
+     base_score <= chance + tolerance, see `chance_tolerance`) on a task with
+     a drop policy (related, general): INCONCLUSIVE, flag "base_at_chance".
+     A base that cannot beat guessing means broken plumbing (prompt format,
+     answer extraction) or a task too hard to measure forgetting on; no PASS
+     or FAIL is issued on it. On a gain policy (the target tier) a base at
+     chance is expected: the fine-tune exists to teach that skill. The flag
+     is recorded and the task is decided by the rules below.
+  2. Else FAIL when the Holm-adjusted p_fail (within the tier) < alpha: the
+     candidate's improvement is credibly below the threshold (a drop bigger
+     than allowed, or a gain smaller than required).
+  3. Else PASS when p_pass < alpha: the improvement is credibly above the
+     threshold. Not adjusted: a tier passes only when all its tasks pass (an
+     intersection-union test, which needs no correction).
+  4. Else INCONCLUSIVE, with advice: how many items would decide.
+  Without a correction the rule is the interval rule: the (1 - 2 alpha)
+  interval wholly below the threshold <=> FAIL, wholly above <=> PASS.
+
+Tier: the worst task verdict (FAIL > INCONCLUSIVE > PASS), after correction.
+
+Candidate: each task's verdict is first resolved by its policy's
+`inconclusive` setting: PASS and FAIL stay; INCONCLUSIVE becomes FAIL under
+"fail", PASS under "pass", and PASS with a recorded warning under "warn".
+The candidate FAILs when any resolved task fails, else it PASSes (so a
+candidate verdict is never INCONCLUSIVE; task and tier verdicts keep the raw
+INCONCLUSIVE).
+
+Release: the named candidates (all of them when none are named) must PASS;
+exit code 0 when they do, 1 when not (gate.errors).
+
+Advice (INCONCLUSIVE): `gate.stats.items_needed` at 80% power, sized for a
+design effect one margin away from the threshold (a true drop of twice the
+margin for a drop policy, a true gain of twice the margin for a gain policy),
+at level alpha/k with k the tier's task count. With a zero margin the
+distance is the observed |improvement - threshold|, and the message says so.
+
+A candidate identical to the base never passes a gain requirement: its
+improvement is exactly 0 on every resample, so p_pass = 1 (FAIL when the
+required gain is above 0, INCONCLUSIVE when it is 0).
+
+Randomness: every number is fixed by the run `seed` (see
+`gate.stats.compare_many`), whatever the order of tasks or the thread count.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gate.errors import EXIT_FAIL, EXIT_PASS, ConfigError, InputError
+from gate.policy import TIERS, TaskPolicy
+from gate.records import Aggregation, TaskRecords
+from gate.stats import DEFAULT_N_BOOT, CompareJob, Comparison, compare_many, holm, items_needed
+
+#: flipped items listed per task at most
+MAX_FLIPPED = 20
+#: smallest margin treated as non-zero when sizing advice
+MARGIN_FLOOR = 1e-12
+
+
+class Verdict(str, enum.Enum):
+    """A decision; `severity` orders them for "the worst of" (tiers)."""
+
+    PASS = "PASS"
+    INCONCLUSIVE = "INCONCLUSIVE"
+    FAIL = "FAIL"
+
+    @property
+    def severity(self) -> int:
+        return {"PASS": 0, "INCONCLUSIVE": 1, "FAIL": 2}[self.value]
+
+
+def _worst(verdicts: Sequence[Verdict]) -> Verdict:
+    return max(verdicts, key=lambda v: v.severity, default=Verdict.PASS)
+
+
+def _num(x: float | None) -> float | None:
+    """JSON has no NaN or infinity: unknown or unbounded numbers become null."""
+    if x is None or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What would decide an INCONCLUSIVE task (None items: more data cannot)."""
+
+    items_needed: int | None
+    message: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"items_needed": self.items_needed, "message": self.message}
+
+
+@dataclass(frozen=True)
+class FlippedItem:
+    """An item the base got right and the candidate got wrong."""
+
+    doc_id: int
+    prompt: str | None
+    target: str | None
+    base_response: str | None
+    candidate_response: str | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"doc_id": self.doc_id, "prompt": self.prompt, "target": self.target,
+                "base_response": self.base_response,
+                "candidate_response": self.candidate_response}
+
+
+@dataclass(frozen=True)
+class TaskVerdict:
+    """One task's numbers and decision for one candidate."""
+
+    task: str
+    tier: str
+    metric: str
+    higher_is_better: bool
+    aggregation: Aggregation
+    comparison: Comparison
+    kind: str
+    margin: float
+    alpha: float
+    inconclusive: str
+    p_fail_adjusted: float
+    verdict: Verdict
+    advice: Advice | None
+    chance: float | None
+    flags: tuple[str, ...]
+    flipped: tuple[FlippedItem, ...] = ()
+    #: a value-in-[0,1] metric, shown in points (x100) in sentences
+    in_points: bool = False
+
+    @property
+    def threshold(self) -> float:
+        return self.comparison.threshold
+
+    @property
+    def improvement(self) -> float:
+        return self.comparison.improvement
+
+    @property
+    def resolved(self) -> Verdict:
+        """The verdict that counts for the candidate (inconclusive policy applied)."""
+        if self.verdict is not Verdict.INCONCLUSIVE:
+            return self.verdict
+        return Verdict.FAIL if self.inconclusive == "fail" else Verdict.PASS
+
+    def to_dict(self) -> dict[str, object]:
+        c = self.comparison
+        return {
+            "task": self.task, "metric": self.metric, "higher_is_better": self.higher_is_better,
+            "aggregation": self.aggregation.value,
+            "base_score": _num(c.base_score), "candidate_score": _num(c.candidate_score),
+            "delta": _num(c.delta), "ci_low": _num(c.ci_low), "ci_high": _num(c.ci_high),
+            "ci_level": c.ci_level, "method": c.method,
+            "p_value": _num(c.p_value), "p_fail": _num(c.p_fail),
+            "p_fail_adjusted": _num(self.p_fail_adjusted), "p_pass": _num(c.p_pass),
+            "n": c.n, "n_used": c.n_used,
+            "kind": self.kind, "margin": _num(self.margin), "threshold": _num(c.threshold),
+            "verdict": self.verdict.value, "inconclusive_policy": self.inconclusive,
+            "advice": None if self.advice is None else self.advice.to_dict(),
+            "chance": self.chance, "flags": list(self.flags),
+            "flipped": [f.to_dict() for f in self.flipped],
+        }
+
+
+@dataclass(frozen=True)
+class TierVerdict:
+    """All tasks of one tier; its verdict is the worst task verdict."""
+
+    tier: str
+    verdict: Verdict
+    tasks: tuple[TaskVerdict, ...]
+
+    @property
+    def mean_delta_items(self) -> float | None:
+        """Item-weighted mean delta (raw units; mixes units across metrics)."""
+        weights = [t.comparison.n_used for t in self.tasks if math.isfinite(t.comparison.delta)]
+        deltas = [t.comparison.delta for t in self.tasks if math.isfinite(t.comparison.delta)]
+        if not deltas or sum(weights) == 0:
+            return None
+        return float(np.average(deltas, weights=weights))
+
+    @property
+    def mean_delta_tasks(self) -> float | None:
+        deltas = [t.comparison.delta for t in self.tasks if math.isfinite(t.comparison.delta)]
+        return float(np.mean(deltas)) if deltas else None
+
+    @property
+    def worst_task(self) -> str | None:
+        """The task with the lowest improvement relative to its threshold."""
+        scored = [t for t in self.tasks if math.isfinite(t.improvement - t.threshold)]
+        if not scored:
+            return self.tasks[0].task if self.tasks else None
+        return min(scored, key=lambda t: t.improvement - t.threshold).task
+
+    def to_dict(self) -> dict[str, object]:
+        return {"tier": self.tier, "verdict": self.verdict.value,
+                "mean_delta_items": _num(self.mean_delta_items),
+                "mean_delta_tasks": _num(self.mean_delta_tasks),
+                "worst_task": self.worst_task,
+                "tasks": [t.to_dict() for t in self.tasks]}
+
+
+@dataclass(frozen=True)
+class CandidateVerdict:
+    """One fine-tuned model against the base: PASS or FAIL, with one sentence why."""
+
+    name: str
+    kind: str
+    verdict: Verdict
+    reason: str
+    tiers: tuple[TierVerdict, ...]
+    warnings: tuple[str, ...] = ()
+    path: str | None = None
+    fingerprint: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "kind": self.kind, "path": self.path,
+                "fingerprint": self.fingerprint, "verdict": self.verdict.value,
+                "reason": self.reason, "warnings": list(self.warnings),
+                "tiers": [t.to_dict() for t in self.tiers]}
+
+
+@dataclass(frozen=True)
+class ReleaseVerdict:
+    """Whether the release goes out, and the exit code that says so."""
+
+    verdict: Verdict
+    exit_code: int
+    candidates: tuple[str, ...]
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"verdict": self.verdict.value, "exit_code": self.exit_code,
+                "candidates": list(self.candidates), "reason": self.reason}
+
+
+# --------------------------------------------------------------------- tasks
+
+TaskTriple = tuple[TaskRecords, TaskRecords, TaskPolicy]
+
+
+def chance_tolerance(chance: float, n: int) -> float:
+    """How far above chance a base must be to count as above it.
+
+    One point, or the one-sided 95% binomial noise of guessing on n items,
+    whichever is larger: a base inside it is indistinguishable from guessing.
+    """
+    noise = 1.6448536269514722 * math.sqrt(chance * (1 - chance) / n) if n > 0 else 0.0
+    return max(0.01, noise)
+
+
+def judge_task(base: TaskRecords, candidate: TaskRecords, policy: TaskPolicy, *,
+               n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> TaskVerdict:
+    """One task on its own (a family of one: p_fail_adjusted = p_fail)."""
+    comparison = _compare_all([(base, candidate, policy)], n_boot=n_boot, seed=seed,
+                              workers=1)[0]
+    return _task_verdict(base, candidate, policy, comparison, comparison.p_fail, family=1)
+
+
+def judge_tier(tier: str, tasks: Sequence[TaskTriple], *, n_boot: int = DEFAULT_N_BOOT,
+               seed: int = 0, workers: int | None = 1) -> TierVerdict:
+    """All tasks of a tier, p_fail Holm-adjusted across them."""
+    _check_unique(tier, tasks)
+    comparisons = _compare_all(list(tasks), n_boot=n_boot, seed=seed, workers=workers)
+    return _tier_verdict(tier, tasks, comparisons)
+
+
+def _check_unique(tier: str, tasks: Sequence[TaskTriple]) -> None:
+    names = [base.task for base, _, _ in tasks]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise InputError(f"task {duplicates[0]} is listed twice in tier {tier}",
+                         key=f"{tier}.{duplicates[0]}", fix="list each task once per tier")
+
+
+def _tier_verdict(tier: str, tasks: Sequence[TaskTriple],
+                  comparisons: Sequence[Comparison]) -> TierVerdict:
+    adjusted = holm([c.p_fail for c in comparisons])
+    verdicts = tuple(
+        _task_verdict(b, c, p, comp, float(adj), family=len(tasks))
+        for (b, c, p), comp, adj in zip(tasks, comparisons, adjusted, strict=True))
+    return TierVerdict(tier=tier, verdict=_worst([v.verdict for v in verdicts]), tasks=verdicts)
+
+
+def _compare_all(tasks: list[TaskTriple], *, n_boot: int, seed: int,
+                 workers: int | None) -> list[Comparison]:
+    """Every task's statistics in one batch, on `workers` threads (None: one per CPU).
+
+    The numbers depend neither on `workers` nor on the order of tasks
+    (see `gate.stats.compare_many`).
+    """
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+    jobs = [CompareJob(base, candidate, policy.threshold(_base_score(base)), policy.alpha)
+            for base, candidate, policy in tasks]
+    return compare_many(jobs, n_boot=n_boot, seed=seed, workers=max(1, workers))
+
+
+def _base_score(base: TaskRecords) -> float:
+    """The base score thresholds are relative to (lm-eval's own for CORPUS)."""
+    if base.aggregation is Aggregation.CORPUS or base.n == 0:
+        return base.reported_score if base.reported_score is not None else math.nan
+    finite = np.isfinite(base.num) & np.isfinite(base.den)
+    return base.aggregation.score(base.num[finite], base.den[finite])
+
+
+def _task_verdict(base: TaskRecords, candidate: TaskRecords, policy: TaskPolicy,
+                  comparison: Comparison, p_fail_adjusted: float, *, family: int) -> TaskVerdict:
+    flags = list(comparison.flags)
+    chance = base.chance
+    margin = policy.margin(_base_score(base))
+    in_points = _in_points(base)
+    at_chance = (chance is not None and math.isfinite(comparison.base_score)
+                 and comparison.base_score <= chance + chance_tolerance(chance, base.n))
+    if at_chance:
+        flags.append("base_at_chance")
+    blocks = at_chance and policy.kind == "drop"
+    if blocks:
+        verdict = Verdict.INCONCLUSIVE
+    elif p_fail_adjusted < policy.alpha:
+        verdict = Verdict.FAIL
+    elif comparison.p_pass < policy.alpha:
+        verdict = Verdict.PASS
+    else:
+        verdict = Verdict.INCONCLUSIVE
+    advice = None
+    if verdict is Verdict.INCONCLUSIVE:
+        advice = _advice(comparison, policy, margin, family, chance if blocks else None,
+                         base.n_choices, in_points)
+    flipped: tuple[FlippedItem, ...] = ()
+    if verdict is not Verdict.PASS and base.binary and candidate.binary:
+        flipped = _flipped(base, candidate)
+    return TaskVerdict(
+        task=base.task, tier=policy.tier, metric=base.metric,
+        higher_is_better=base.higher_is_better, aggregation=base.aggregation,
+        comparison=comparison, kind=policy.kind, margin=margin, alpha=policy.alpha,
+        inconclusive=policy.inconclusive, p_fail_adjusted=p_fail_adjusted, verdict=verdict,
+        advice=advice, chance=chance, flags=tuple(flags), flipped=flipped, in_points=in_points)
+
+
+def _advice(c: Comparison, policy: TaskPolicy, margin: float, family: int,
+            chance: float | None, n_choices: int | None, in_points: bool) -> Advice:
+    def amount(x: float) -> str:
+        return _amount(x, in_points)
+
+    if chance is not None:
+        return Advice(None, f"the base scores {amount(c.base_score)}, at chance "
+                            f"({amount(chance)} for {n_choices} choices): check the task's "
+                            "prompt format and answer extraction before trusting any verdict")
+    if "no_stderr" in c.flags:
+        return Advice(None, "lm-eval reported no standard error for this corpus metric, so "
+                            "nothing can be decided; report per-item scores or a stderr")
+    if c.sigma is None or not math.isfinite(c.improvement):
+        return Advice(None, "the per-item spread is unknown, so the items needed cannot be sized")
+    if margin > MARGIN_FLOOR:
+        distance = margin
+        what = f"a {_amount(margin, in_points, unit_word=False)}-point margin" if in_points \
+            else f"a margin of {amount(margin)}"
+        design = ("a true drop of twice the margin" if policy.kind == "drop"
+                  else "a true gain of twice the margin")
+    else:
+        distance = abs(c.improvement - c.threshold)
+        what = "a zero margin"
+        design = f"a true difference equal to the observed {amount(c.improvement)}"
+    needed = items_needed(c.sigma, distance, alpha=policy.alpha, k=family)
+    if needed is None:
+        return Advice(None, f"n={c.n_used:,} cannot decide {what} here, and more items alone "
+                            "will not: the models agree on every item; set a non-zero margin")
+    if needed <= c.n_used:
+        return Advice(needed, f"n={c.n_used:,} already gives 80% power for {design}; the observed "
+                              f"change ({amount(c.improvement)} against the threshold "
+                              f"{amount(c.threshold)}) sits too close to the threshold to settle")
+    return Advice(needed, f"n={c.n_used:,} cannot decide {what} here; about {needed:,} items "
+                          f"would (80% power for {design})")
+
+
+def _flipped(base: TaskRecords, candidate: TaskRecords) -> tuple[FlippedItem, ...]:
+    right_b = base.num > 0.5 if base.higher_is_better else base.num < 0.5
+    right_c = candidate.num > 0.5 if base.higher_is_better else candidate.num < 0.5
+    where = np.flatnonzero(right_b & ~right_c)[:MAX_FLIPPED]
+    items = []
+    for i in where:
+        tb = base.texts[i] if base.texts is not None else None
+        tc = candidate.texts[i] if candidate.texts is not None else None
+        items.append(FlippedItem(
+            doc_id=base.keys[i].doc_id,
+            prompt=tb.prompt if tb else (tc.prompt if tc else None),
+            target=tb.target if tb else (tc.target if tc else None),
+            base_response=tb.response if tb else None,
+            candidate_response=tc.response if tc else None))
+    return tuple(items)
+
+
+# ---------------------------------------------------------------- candidates
+
+def judge_candidate(name: str, kind: str, tasks: Mapping[str, Sequence[TaskTriple]], *,
+                    n_boot: int = DEFAULT_N_BOOT, seed: int = 0, path: str | None = None,
+                    fingerprint: str | None = None, workers: int | None = None
+                    ) -> CandidateVerdict:
+    """Every tier of one candidate; see the module docstring for the rule.
+
+    `tasks` maps a tier name to its (base, candidate, policy) triples, the
+    records already paired (same items, same order). `workers` threads
+    compute the tasks' statistics (None: one per available CPU); results do
+    not depend on it, nor on the order of tasks.
+    """
+    unknown = sorted(set(tasks) - set(TIERS))
+    if unknown:
+        raise ConfigError(f"unknown tier {unknown[0]!r}", key=unknown[0],
+                          fix=f"use one of: {', '.join(TIERS)}")
+    for tier, triples in tasks.items():
+        for base, _, policy in triples:
+            if policy.tier != tier:
+                raise ConfigError(f"task {base.task} is listed under tier {tier} but its policy "
+                                  f"is for tier {policy.tier}", key=f"{tier}.{base.task}",
+                                  fix="resolve the task's policy from the tier it is listed in")
+    present = [tier for tier in TIERS if tasks.get(tier)]
+    for tier in present:
+        _check_unique(tier, tasks[tier])
+    flat = [triple for tier in present for triple in tasks[tier]]
+    comparisons = iter(_compare_all(flat, n_boot=n_boot, seed=seed, workers=workers))
+    tiers = tuple(_tier_verdict(tier, tasks[tier], [next(comparisons) for _ in tasks[tier]])
+                  for tier in present)
+    every = [t for tier in tiers for t in tier.tasks]
+    warnings = tuple(
+        f"{t.tier} tier: {t.task} is inconclusive ({_interval(t)}); counted as a pass "
+        f"under inconclusive: warn" + (" (base at chance)" if "base_at_chance" in t.flags else "")
+        for t in every if t.verdict is Verdict.INCONCLUSIVE and t.inconclusive == "warn")
+    failing = [t for t in every if t.resolved is Verdict.FAIL]
+    verdict = Verdict.FAIL if failing else Verdict.PASS
+    return CandidateVerdict(name=name, kind=kind, verdict=verdict,
+                            reason=_candidate_reason(every, failing, warnings), tiers=tiers,
+                            warnings=warnings, path=path, fingerprint=fingerprint)
+
+
+def _candidate_reason(every: Sequence[TaskVerdict], failing: Sequence[TaskVerdict],
+                      warnings: Sequence[str]) -> str:
+    if not every:
+        return "no tasks were judged"
+    if not failing:
+        undecided = sum(t.verdict is Verdict.INCONCLUSIVE for t in every)
+        if not undecided:
+            return (f"all {len(every)} tasks met their thresholds" if len(every) > 1
+                    else f"{every[0].task} met its threshold")
+        text = (f"no task failed: {len(every) - undecided} passed, {undecided} inconclusive "
+                "counted as a pass by policy")
+        return text + (f" ({len(warnings)} with a warning)" if warnings else "")
+    hard = [t for t in failing if t.verdict is Verdict.FAIL]
+    pool = hard or list(failing)
+    first_tier = next(tier for tier in TIERS if any(t.tier == tier for t in pool))
+    worst = min((t for t in pool if t.tier == first_tier),
+                key=lambda t: (t.improvement - t.threshold) if math.isfinite(
+                    t.improvement - t.threshold) else math.inf)
+    text = f"{worst.tier} tier: {_task_sentence(worst)}"
+    if len(failing) > 1:
+        text += f" (and {len(failing) - 1} more failing task{'s' if len(failing) > 2 else ''})"
+    return text
+
+
+def _task_sentence(t: TaskVerdict) -> str:
+    c = t.comparison
+    if t.verdict is Verdict.INCONCLUSIVE:
+        why = " (base at chance)" if "base_at_chance" in t.flags else ""
+        return (f"{t.task} is inconclusive{why} ({_interval(t)}) and its policy counts "
+                "inconclusive as fail")
+    change = abs(c.delta)
+    if t.kind == "drop":
+        verb = "dropped" if t.higher_is_better else "rose"
+        return (f"{t.task} {verb} {_amount(change, t.in_points)} ({_interval(t)}), beyond the "
+                f"allowed {_amount(t.margin, t.in_points, unit_word=False)}")
+    moved = "gained" if c.improvement >= 0 else "lost"
+    return (f"{t.task} {moved} {_amount(change, t.in_points)} ({_interval(t)}), short of the "
+            f"required gain of {_amount(t.margin, t.in_points, unit_word=False)}")
+
+
+def _interval(t: TaskVerdict) -> str:
+    c = t.comparison
+    scale = 100.0 if t.in_points else 1.0
+    if not (math.isfinite(c.ci_low) and math.isfinite(c.ci_high)):
+        return "no interval"
+    fmt = "{:.1f}" if t.in_points else "{:.3g}"
+    return f"interval {fmt.format(c.ci_low * scale)}..{fmt.format(c.ci_high * scale)}"
+
+
+def _amount(x: float, in_points: bool, *, unit_word: bool = True) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    if in_points:
+        return f"{100 * x:.1f}" + (" points" if unit_word else "")
+    return f"{x:.3g}"
+
+
+def _in_points(rec: TaskRecords) -> bool:
+    """Accuracy-like metrics (a mean of values in [0, 1]) read best in points."""
+    if rec.aggregation is not Aggregation.MEAN:
+        return False
+    if rec.binary:
+        return True
+    values = rec.values
+    finite = values[np.isfinite(values)]
+    return bool(finite.size) and bool(np.all((finite >= 0) & (finite <= 1)))
+
+
+# ------------------------------------------------------------------- release
+
+def judge_release(candidates: Sequence[CandidateVerdict],
+                  release: Sequence[str] | None = None) -> ReleaseVerdict:
+    """The release passes when every named candidate passes (all when None)."""
+    if not candidates:
+        raise InputError("there are no candidates to judge", key="candidates",
+                         fix="list at least one fine-tuned candidate")
+    by_name = {c.name: c for c in candidates}
+    names = list(by_name) if release is None else list(release)
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ConfigError(f"release names unknown candidate {missing[0]!r}", key="release",
+                          fix=f"name one of: {', '.join(by_name)}")
+    if not names:
+        raise ConfigError("the release names no candidates", key="release",
+                          fix="name at least one candidate, or omit release to require all")
+    failed = [by_name[n] for n in names if by_name[n].verdict is not Verdict.PASS]
+    if failed:
+        first = failed[0]
+        more = f" ({len(failed) - 1} more failing)" if len(failed) > 1 else ""
+        return ReleaseVerdict(Verdict.FAIL, EXIT_FAIL, tuple(names),
+                              f"{first.name} fails: {first.reason}{more}")
+    n_warn = sum(len(by_name[n].warnings) for n in names)
+    reason = f"{names[0]} passes" if len(names) == 1 else f"all {len(names)} candidates pass"
+    if n_warn:
+        reason += f" with {n_warn} warning{'s' if n_warn > 1 else ''}"
+    return ReleaseVerdict(Verdict.PASS, EXIT_PASS, tuple(names), reason)
+
+
+__all__ = [
+    "Advice", "CandidateVerdict", "FlippedItem", "ReleaseVerdict", "TaskTriple", "TaskVerdict",
+    "TierVerdict", "Verdict", "chance_tolerance", "judge_candidate", "judge_release",
+    "judge_task", "judge_tier",
+]
