@@ -186,9 +186,14 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
 
     Raises GateError subclasses for bad input (exit 2) and infrastructure
     failures (exit 3); a regression is a result (exit code 1 in GateResult).
+
+    Work is skipped at three levels: the base model's records come from the
+    baseline store, each candidate's records from a records cache keyed by its
+    fingerprint (so a rerun serves nothing at all), and within an evaluation
+    lm-eval's response cache (per model fingerprint) resumes an interrupted run.
     """
     from gate import fingerprint as fp
-    from gate.baseline import open_store
+    from gate.baseline import BaselineStore, open_store
     from gate.lmeval_io import pair_all
     from gate.verdict import judge_candidate, judge_release
 
@@ -210,100 +215,106 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     if problems:
         raise InputError(problems=problems)
 
-    # ---- fingerprints and the baseline
+    # ---- fingerprints: one key per (model, task)
     lm_eval_version = fp.installed_version("lm_eval", "lm-eval")
     engine_version = engine.version()
     base_identity = fp.model_identity(cfg.base.path, cfg.base.revision)
+    model_ids: dict[str, tuple[dict[str, str], dict[str, str]]] = {BASE_NAME: (base_identity, {})}
+    for c in cfg.candidates:
+        if c.kind == "lora":
+            model_ids[c.name] = (base_identity, fp.adapter_identity(c.path))
+        else:
+            model_ids[c.name] = (fp.model_identity(c.path), {})
 
-    def key_for(plan: TaskPlan, adapter: dict[str, str] | None = None, model: dict[str, str] | None = None) -> Any:
+    def key_for(model: str, plan: TaskPlan) -> Any:
+        identity, adapter = model_ids[model]
         return fp.BaselineKey(
-            model=model or base_identity, dtype=cfg.base.dtype, engine=engine.kind, engine_version=engine_version,
+            model=identity, dtype=cfg.base.dtype, engine=engine.kind, engine_version=engine_version,
             lm_eval_version=lm_eval_version, task=plan.name,
             task_config=fp.sha256_text(plan.config_hash + "|metric=" + str(plan.metric)),
             task_version=plan.version, data=plan.data_hash,
-            quantization=cfg.base.quantization or "none", adapter=adapter or {},
+            quantization=cfg.base.quantization or "none", adapter=adapter,
             num_fewshot=plan.task.spec.num_fewshot, items=plan.fingerprint_parts["selection"], seed=plan.task.spec.seed,
         )
 
+    # ---- what is already known: the baseline, and cached candidate records
     store = open_store(cfg.baseline.store)
-    base_keys = {p.name: key_for(p) for p in plans}
-    base_records: dict[str, TaskRecords] = {}
-    to_compute: list[TaskPlan] = []
+    records_cache = BaselineStore(Path(cfg.cache_dir) / "records")
+    records: dict[str, dict[str, TaskRecords]] = {name: {} for name in model_ids}
+    todo: dict[str, list[TaskPlan]] = {name: [] for name in model_ids}
     misses: list[Problem] = []
-    for p in plans:
-        rec = store.get(base_keys[p.name])
-        if rec is not None:
-            base_records[p.name] = rec
-            continue
-        to_compute.append(p)
-        why = store.explain_miss(base_keys[p.name]) or [f"no baseline stored for task {p.name}"]
-        for reason in why:
-            misses.append(Problem(reason, file=str(store.root) if hasattr(store, "root") else None, key=p.name,
-                                  fix="run once without --require-baseline to compute and store it"))
-    if to_compute and cfg.baseline.require:
+    for name in model_ids:
+        src = store if name == BASE_NAME else records_cache
+        for p in plans:
+            rec = src.get(key_for(name, p))
+            if rec is not None:
+                records[name][p.name] = rec
+            else:
+                todo[name].append(p)
+    for p in todo[BASE_NAME]:
+        why = store.explain_miss(key_for(BASE_NAME, p)) or [f"no baseline stored for task {p.name}"]
+        misses += [Problem(reason, file=str(cfg.baseline.store), key=p.name,
+                           fix="run once without --require-baseline to compute and store it") for reason in why]
+    if todo[BASE_NAME] and cfg.baseline.require:
         raise BaselineMismatch(problems=misses)
     for m in misses:
         say(f"baseline: {m.message}; computing it")
-    if base_records:
-        say(f"baseline: reusing {len(base_records)} stored task(s)")
+    if records[BASE_NAME]:
+        say(f"baseline: reusing {len(records[BASE_NAME])} stored task(s)")
+    cached = sum(len(records[c.name]) for c in cfg.candidates)
+    if cached:
+        say(f"cache: reusing {cached} candidate task result(s)")
 
-    # ---- serve and evaluate
-    cand_ids: dict[str, dict[str, str]] = {}
-    for c in cfg.candidates:
-        cand_ids[c.name] = (
-            {"adapter": fp.sha256_text(fp.canonical_json(fp.adapter_identity(c.path)))} if c.kind == "lora" else {}
-        )
-    cand_models = {c.name: (fp.model_identity(c.path) if c.kind == "full" else base_identity) for c in cfg.candidates}
-    cache_root = Path(cfg.cache_dir)
-    cand_records: dict[str, dict[str, TaskRecords]] = {}
-    evaluated: dict[str, int] = {}
-    log_dir = out / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     # Another `gate run` may be computing the same baseline: hold each missing
     # key's lock while computing, and take what the other process stored.
     held = contextlib.ExitStack()
-    if to_compute:
-        for p in sorted(to_compute, key=lambda p: base_keys[p.name].digest()):
-            held.enter_context(store.backend.lock(f"locks/{base_keys[p.name].digest()}.lock", None))
-        for p in list(to_compute):
-            rec = store.get(base_keys[p.name])
-            if rec is not None:
-                say(f"baseline: {p.name} was computed by another gate run meanwhile; reusing it")
-                base_records[p.name] = rec
-                to_compute.remove(p)
-    specs = model_specs(cfg)
+    for p in sorted(todo[BASE_NAME], key=lambda p: key_for(BASE_NAME, p).digest()):
+        held.enter_context(store.backend.lock(f"locks/{key_for(BASE_NAME, p).digest()}.lock", None))
+    for p in list(todo[BASE_NAME]):
+        rec = store.get(key_for(BASE_NAME, p))
+        if rec is not None:
+            say(f"baseline: {p.name} was computed by another gate run meanwhile; reusing it")
+            records[BASE_NAME][p.name] = rec
+            todo[BASE_NAME].remove(p)
+    baseline_reused = not todo[BASE_NAME]
+
+    # ---- serve and evaluate what is missing
+    evaluated = {name: len(t) for name, t in todo.items()}
+    log_dir = out / "logs"
+    specs = [s for s in model_specs(cfg) if todo[s.name]]
+    if any(s.kind == "lora" for s in specs) and not todo[BASE_NAME]:
+        specs.insert(0, model_specs(cfg)[0])  # LoRAs are served on the base; the probes compare with it
     probe_texts = [t for p in plans for t in p.probe_texts][:8]
-    probes = ProbeRun(cfg, probe_texts, engine.kind, say)
+    probe_run = ProbeRun(cfg, probe_texts, engine.kind, say)
+    cache_root = Path(cfg.cache_dir)
     with held:
         for group in engine.groups(specs):
+            log_dir.mkdir(parents=True, exist_ok=True)
             say(f"serving {', '.join(m.name for m in group)} ({engine.kind})")
             with engine.serve(group, log_dir) as lms:
-                probes.check(group, lms)
+                probe_run.check(group, lms)
                 for spec in group:
-                    if spec.name == BASE_NAME and not to_compute:
+                    if not todo[spec.name]:
                         continue
-                    if spec.name == BASE_NAME:
-                        todo, model_key = to_compute, key_for(plans[0])
-                    else:
-                        todo = plans
-                        model_key = key_for(plans[0], adapter=cand_ids[spec.name], model=cand_models[spec.name])
-                    cache = cache_root / model_key.model_digest()[:24] / "responses"
-                    say(f"evaluating {spec.name}: {sum(p.n_items for p in todo)} items in {len(todo)} task(s)")
-                    recs = evaluate_model(lms[spec.name], todo, task_manager=tm, cache_path=cache)
-                    evaluated[spec.name] = len(todo)
-                    if spec.name == BASE_NAME:
-                        for p in todo:
-                            store.put(base_keys[p.name], recs[p.name])
-                            base_records[p.name] = recs[p.name]
-                    else:
-                        cand_records[spec.name] = recs
-    evaluated.setdefault(BASE_NAME, 0)
+                    plans_left = todo[spec.name]
+                    cache = cache_root / key_for(spec.name, plans_left[0]).model_digest()[:24] / "responses"
+                    say(f"evaluating {spec.name}: {sum(p.n_items for p in plans_left)} items in {len(plans_left)} task(s)")
+                    recs = evaluate_model(lms[spec.name], plans_left, task_manager=tm, cache_path=cache)
+                    dest = store if spec.name == BASE_NAME else records_cache
+                    for p in plans_left:
+                        dest.put(key_for(spec.name, p), recs[p.name])
+                        records[spec.name][p.name] = recs[p.name]
+    if not specs:
+        say("every result is cached: nothing to serve")
+        probe_run.results.append(probes_mod.ProbeResult(
+            "probes", "all", "skipped", "all results came from the baseline store and the records cache; "
+            "the probes ran when they were computed"))
 
     # ---- compare
     tiers = {p.name: p.task.tier for p in plans}
     verdicts = []
     for c in cfg.candidates:
-        paired = pair_all(base_records, cand_records[c.name])
+        paired = pair_all(records[BASE_NAME], records[c.name])
         by_tier: dict[str, list[Any]] = {"target": [], "related": [], "general": []}
         for name, (b, cr) in paired.items():
             by_tier[tiers[name]].append((b, cr, setup.thresholds.policy_for(tiers[name], name)))
@@ -311,16 +322,19 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
                                         seed=setup.thresholds.seed))
     release = judge_release(verdicts, cfg.release)
 
-    results = assemble_results(setup, verdicts, release, plans, engine, base_identity, base_records,
-                               reused=not to_compute, cand_ids=cand_ids)
-    results["probes"] = [r.to_dict() for r in probes.results]
+    cand_fps = {name: fp.sha256_text(fp.canonical_json({"model": ident, "adapter": adapter}))
+                for name, (ident, adapter) in model_ids.items()}
+    results = assemble_results(setup, verdicts, release, plans, engine, base_identity,
+                               reused=baseline_reused, fingerprints=cand_fps)
+    results["probes"] = [r.to_dict() for r in probe_run.results]
     files = write_outputs(results, out)
+    if cfg.wandb is not None:
+        log_wandb(results, out, cfg, say)
     return GateResult(results=results, exit_code=release.exit_code, out_dir=out, files=files, evaluated=evaluated)
 
 
 def assemble_results(setup: GateSetup, verdicts: list[Any], release: Any, plans: list[TaskPlan], engine: Engine,
-                     base_identity: dict[str, str], base_records: dict[str, TaskRecords], *, reused: bool,
-                     cand_ids: dict[str, dict[str, str]]) -> dict[str, Any]:
+                     base_identity: dict[str, str], *, reused: bool, fingerprints: dict[str, str]) -> dict[str, Any]:
     """results.json's content: verdicts plus provenance (no statistics here)."""
     from gate import fingerprint as fp
 
@@ -331,8 +345,7 @@ def assemble_results(setup: GateSetup, verdicts: list[Any], release: Any, plans:
         d = v.to_dict()
         c = cand_by_name[d["name"]]
         d["path"] = c.path
-        d["fingerprint"] = fp.sha256_text(fp.canonical_json(
-            {"base": base_identity, **cand_ids.get(c.name, {}), **({"model": fp.model_identity(c.path)} if c.kind == "full" else {})}))
+        d["fingerprint"] = fingerprints[c.name]
         try:
             from gate.report.remedies import training_facts
 
@@ -354,7 +367,7 @@ def assemble_results(setup: GateSetup, verdicts: list[Any], release: Any, plans:
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "release": release.to_dict(),
         "candidates": candidates,
-        "baseline": {"fingerprint": fp.sha256_text(fp.canonical_json(base_identity)), "reused": reused,
+        "baseline": {"fingerprint": fingerprints[BASE_NAME], "reused": reused,
                      "store": str(cfg.baseline.store)},
         "probes": [],
         "provenance": {
@@ -371,6 +384,24 @@ def assemble_results(setup: GateSetup, verdicts: list[Any], release: Any, plans:
             "git_commit": git_commit(root),
         },
     }
+
+
+def log_wandb(results: dict[str, Any], out: Path, cfg: RunConfig, say: Progress) -> None:
+    """Log the verdict to W&B. A logging failure is reported, never turned into
+    a different release verdict: the gate's answer is already in results.json."""
+    from gate.errors import GateError
+    from gate.integrations import log_to_wandb
+
+    assert cfg.wandb is not None
+    try:
+        info = log_to_wandb(results, out, project=cfg.wandb.project, entity=cfg.wandb.entity,
+                            run_id=cfg.wandb.run_id, mode=cfg.wandb.mode, config=cfg.model_dump(mode="json"))
+    except GateError as exc:
+        if exc.exit_code == 2:
+            raise
+        say(f"warning: W&B logging failed: {exc.render()}")
+        return
+    say(f"W&B: logged to run {info.run_id}" + (f" ({info.url})" if info.url else f" in {info.run_dir}"))
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Path]:

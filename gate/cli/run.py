@@ -18,8 +18,12 @@ from gate.cli.summary import print_summary
 @click.option("--require-baseline", is_flag=True, default=None,
               help="Exit 2 instead of computing a missing or stale baseline (no GPU time on the base).")
 @click.option("--store", help="Baseline store directory (overrides baseline.store).")
+@click.option("--wandb-project", help="Log the verdict to this W&B project.")
+@click.option("--wandb-entity", help="W&B entity (team or user).")
+@click.option("--wandb-run-id", help="Attach to this W&B run (e.g. the fine-tuning run) instead of creating one.")
 @handle_errors
-def run_cmd(config: Path | None, require_baseline: bool | None, store: str | None, **kwargs: Any) -> None:
+def run_cmd(config: Path | None, require_baseline: bool | None, store: str | None, wandb_project: str | None,
+            wandb_entity: str | None, wandb_run_id: str | None, **kwargs: Any) -> None:
     """Serve base and candidates, run the suite, compare, write the verdict.
 
     Exit codes: 0 the release passes, 1 it fails, 2 bad input, 3 infrastructure.
@@ -31,6 +35,18 @@ def run_cmd(config: Path | None, require_baseline: bool | None, store: str | Non
     overrides.require_baseline = require_baseline
     overrides.store = store
     setup = load_setup(config, overrides)
+    if wandb_project or wandb_entity or wandb_run_id:
+        from gate.config import WandbConfig
+
+        current = setup.config.wandb.model_dump() if setup.config.wandb else {}
+        flags = {"project": wandb_project, "entity": wandb_entity, "run_id": wandb_run_id}
+        merged = {**current, **{k: v for k, v in flags.items() if v}}
+        if "project" not in merged:
+            from gate.errors import ConfigError
+
+            raise ConfigError("--wandb-entity/--wandb-run-id need a project", key="--wandb-project",
+                              fix="add --wandb-project NAME")
+        setup.config.wandb = WandbConfig.model_validate(merged)
     console = Console(stderr=True)
     for note in setup.notes:
         console.print(f"note: {note}")
