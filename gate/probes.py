@@ -73,7 +73,8 @@ def engine_parity(name: str, served: Sequence[float], reference: Sequence[float]
     per_token = [abs(s - r) / max(1, n) for s, r, n in zip(served, reference, n_tokens, strict=True)]
     worst = max(range(len(per_token)), key=per_token.__getitem__) if per_token else 0
     biggest = per_token[worst] if per_token else 0.0
-    values = {"max_abs_diff_per_token": biggest, "served": served[worst] if served else None,
+    per_text = max((abs(s - r) for s, r in zip(served, reference, strict=True)), default=0.0)
+    values = {"max_abs_diff_per_token": biggest, "max_abs_diff": per_text, "served": served[worst] if served else None,
               "reference": reference[worst] if reference else None, "tolerance": tolerance}
     if biggest > tolerance:
         return ProbeResult("engine_parity", name, "mismatch",

@@ -1,0 +1,31 @@
+"""`gate toy ...`: build the embedded toy model family (base, candidates, suite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from gate.cli.common import handle_errors
+
+
+@click.group()
+def toy() -> None:
+    """The embedded toy world: a tiny model family that really forgets, for demos and tests."""
+
+
+@toy.command("build")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the world (default: $GATE_TOY_DIR/<version> or ./.gate/toy/<version>).")
+@click.option("--force", is_flag=True, help="Rebuild even if a complete world is already there.")
+@handle_errors
+def build_command(out: Path | None, force: bool) -> None:
+    """Train the toy base and its four candidates (about two minutes on two cores)."""
+    from gate.toy import build
+
+    world = build(out, force=force)
+    click.echo(f"toy world: {world.root}")
+    click.echo(f"  base:  {world.base}")
+    for name, path in world.candidates.items():
+        click.echo(f"  {name + ':':<8}{path}")
+    click.echo(f"  suite: {world.suite}")

@@ -1,0 +1,182 @@
+"""Build (or reuse) the toy world: base model, four candidates and the toy suite.
+
+Layout of a built world::
+
+    <root>/
+      base/                 LlamaForCausalLM + tokenizer (safetensors, float32)
+      candidates/careful/   LoRA adapter
+      candidates/overfit/   LoRA adapter + checkpoint-N/ per epoch
+      candidates/full/      full model + tokenizer
+      candidates/qlora/     LoRA adapter trained on the nf4 base
+      suite/toy.yaml        the three-tier suite, tasks/ and data/
+      manifest.json         written last: its presence marks a complete build
+
+The world is built in a sibling temp folder and renamed into place, so an
+interrupted build leaves nothing half-written where a reader would look; a
+file lock keeps two processes from building the same world at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gate.errors import InputError, StoreError
+
+BUILDER_VERSION = "toy-v1"
+"""Bump when anything that changes the built bytes changes (data, recipes, code)."""
+
+CANDIDATES = ("careful", "overfit", "full", "qlora")
+MANIFEST = "manifest.json"
+BUILD_THREADS = 2
+
+
+@dataclass(frozen=True)
+class ToyWorld:
+    """A complete toy world on disk."""
+
+    root: Path
+    base: Path
+    """The base model folder (weights + tokenizer)."""
+    candidates: dict[str, Path]
+    """Candidate name -> adapter folder (LoRA) or model folder (full)."""
+    suite: Path
+    """The suite file `toy.yaml` (its `tasks/` and `data/` sit beside it)."""
+
+
+def default_root() -> Path:
+    """`$GATE_TOY_DIR/<BUILDER_VERSION>` if GATE_TOY_DIR is set, else `./.gate/toy/<BUILDER_VERSION>`."""
+    parent = os.environ.get("GATE_TOY_DIR")
+    base = Path(parent) if parent else Path.cwd() / ".gate" / "toy"
+    return (base / BUILDER_VERSION).absolute()
+
+
+def _world(root: Path) -> ToyWorld:
+    return ToyWorld(
+        root=root,
+        base=root / "base",
+        candidates={name: root / "candidates" / name for name in CANDIDATES},
+        suite=root / "suite" / "toy.yaml",
+    )
+
+
+def load(root: Path) -> ToyWorld | None:
+    """The complete world at `root` built by this builder version, or None."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if manifest.get("builder_version") != BUILDER_VERSION:
+        return None
+    return _world(root.absolute())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def weight_hashes(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every safetensors file (the determinism fingerprint)."""
+    return {str(p.relative_to(root)): _sha256(p) for p in sorted(root.rglob("*.safetensors"))}
+
+
+@contextlib.contextmanager
+def _deterministic_torch() -> Iterator[None]:
+    """Two threads and deterministic kernels for the build; the caller's settings come back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(BUILD_THREADS)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _build_into(tmp: Path, final: Path) -> dict[str, Any]:
+    """Train everything into `tmp`; adapters record `final/base` as their base."""
+    import torch
+
+    from gate.toy import models
+    from gate.toy.suite import write_suite
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    models.train_base(tmp / "base")
+    timings["base"] = time.perf_counter() - start
+    for name in CANDIDATES:
+        t0 = time.perf_counter()
+        models.train_candidate(name, tmp / "base", tmp / "candidates" / name, final / "base")
+        timings[name] = time.perf_counter() - t0
+    write_suite(tmp / "suite")
+    timings["total"] = time.perf_counter() - start
+    return {
+        "builder_version": BUILDER_VERSION,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": BUILD_THREADS,
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "recipes": {"base": models.BASE_RECIPE.name, **{n: n for n in CANDIDATES}},
+        "weights_sha256": weight_hashes(tmp),
+    }
+
+
+def build(out_dir: Path | None = None, force: bool = False) -> ToyWorld:
+    """Build the toy world at `out_dir` (default: `default_root()`), or reuse a complete one.
+
+    A folder holding a complete world of this builder version is reused unless
+    `force`. A non-empty folder that is not a toy world is never overwritten
+    without `force`.
+    """
+    from filelock import FileLock
+
+    root = (out_dir if out_dir is not None else default_root()).absolute()
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {root.parent}: {exc}", file=str(root),
+                         fix="choose a writable --out folder or set GATE_TOY_DIR") from exc
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        if not force and (world := load(root)) is not None:
+            return world
+        if root.exists() and any(root.iterdir()) and not force and not (root / MANIFEST).exists():
+            raise InputError(f"{root} exists and is not a toy world", file=str(root),
+                             fix="pass force=True (--force) to replace it, or choose another folder")
+        # Holding the lock, any leftover build folder is from a killed build: remove it.
+        for stale in root.parent.glob(f".{root.name}.building-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = root.parent / f".{root.name}.building-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            with _deterministic_torch():
+                manifest = _build_into(tmp, root)
+            _write_json_atomic(tmp / MANIFEST, manifest)
+            old = root.parent / f".{root.name}.old-{os.getpid()}"
+            if root.exists():
+                os.replace(root, old)
+            os.replace(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _world(root)
