@@ -12,7 +12,8 @@ from gate.config import load_suite, load_thresholds
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = sorted(p for p in (REPO / "suites").rglob("*.yaml") if "tasks" not in p.relative_to(REPO / "suites").parts
-                and p.name != "gate.yaml")
+                and p.name not in ("gate.yaml", "thresholds.yaml"))
+THRESHOLDS = [REPO / "thresholds.yaml", *sorted((REPO / "suites").rglob("thresholds.yaml"))]
 
 
 def test_there_are_shipped_suites() -> None:
@@ -28,14 +29,15 @@ def test_suite_validates(path: Path) -> None:
     assert first.startswith("# Runs with: gate "), "each suite opens with the command that runs it"
 
 
-def test_thresholds_validate() -> None:
-    th = load_thresholds(REPO / "thresholds.yaml")
+@pytest.mark.parametrize("path", THRESHOLDS, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_thresholds_validate(path: Path) -> None:
+    th = load_thresholds(path)
     assert th.policy_for("target", "x").kind == "gain"
-    assert (REPO / "thresholds.yaml").read_text(encoding="utf-8").startswith("# ")
+    assert path.read_text(encoding="utf-8").startswith("# "), "each policy opens with the command that uses it"
 
 
 def test_validate_cli_on_shipped_files() -> None:
-    files = [str(p) for p in SUITES] + [str(REPO / "thresholds.yaml")]
+    files = [str(p) for p in SUITES] + [str(p) for p in THRESHOLDS]
     args = ["validate"] + [a for f in files for a in ("--file", f)]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output

@@ -19,14 +19,15 @@ from gate.cli.summary import print_summary
 
 
 def _thresholds(repo_root: Path) -> Path:
-    """The release policy: the one in the current directory, else the repo's own."""
-    for candidate in (repo_root / "thresholds.yaml", Path(__file__).resolve().parents[2] / "thresholds.yaml"):
+    """The toy suite's release policy: from the current checkout, else the package's repo."""
+    rel = Path("suites") / "toy" / "thresholds.yaml"
+    for candidate in (repo_root / rel, Path(__file__).resolve().parents[2] / rel):
         if candidate.is_file():
             return candidate
     from gate.errors import ConfigError
 
-    raise ConfigError("no thresholds.yaml found", file=str(repo_root / "thresholds.yaml"),
-                      fix="run `gate demo` from the gate repository, or copy its thresholds.yaml here")
+    raise ConfigError("no toy release policy found", file=str(repo_root / rel),
+                      fix="run `gate demo` from the gate repository")
 
 
 def demo_config(world: Any, out: Path, engine: str, repo_root: Path) -> dict[str, Any]:

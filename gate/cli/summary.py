@@ -19,6 +19,8 @@ def _num(x: Any, signed: bool = False) -> str:
 def print_summary(results: dict[str, Any], console: Console | None = None) -> None:
     """One table per candidate (tier, task, base, candidate, delta, interval, n, verdict)."""
     console = console or Console(stderr=False)
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # logs and CI: don't squeeze the table into 80 columns
     for cand in results["candidates"]:
         table = Table(title=f"{cand['name']} ({cand['kind']}): [{STYLE.get(cand['verdict'], '')}]{cand['verdict']}[/]",
                       title_justify="left", show_lines=False)

@@ -64,6 +64,17 @@ def bos_by_default(tokenizer_dir: str, trust_remote_code: bool = False,
     return bos is not None and len(ids) > 0 and ids[0] == bos
 
 
+class _KeyedOnly:
+    """A cache hook that ignores writes whose key is None (see set_cache_hook)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def add_partial(self, attr: str, req: Any, res: Any) -> None:
+        if req is not None:
+            self._inner.add_partial(attr, req, res)
+
+
 class GateCompletionsLM(LocalCompletionsAPI):
     """local-completions with a health check around every request."""
 
@@ -75,6 +86,18 @@ class GateCompletionsLM(LocalCompletionsAPI):
     @property
     def api_key(self) -> str:  # never logged; sent only as the Authorization header
         return self._api_key
+
+    def set_cache_hook(self, cache_hook: Any) -> None:
+        """Skip cache writes for requests without a cache key.
+
+        lm-eval 0.4.13's concurrent path calls `cache_hook.add_partial(...,
+        None, ...)` for the windows of a loglikelihood_rolling request (their
+        cache key is None by design), and `hash_args` then raises
+        "'NoneType' object is not iterable" inside the request, which tenacity
+        retries until the evaluation fails. The whole string's result is still
+        cached by `loglikelihood_rolling` itself.
+        """
+        super().set_cache_hook(_KeyedOnly(cache_hook))
 
     def model_call(self, *args: Any, **kwargs: Any) -> Any:
         self._health.check()
