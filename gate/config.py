@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from gate.errors import ConfigError, Problem
 from gate.policy import TIERS, Inconclusive, TaskPolicy, Tier
@@ -225,16 +233,26 @@ class RunConfig(Strict):
     probes: ProbesConfig = Field(default_factory=ProbesConfig)  # type: ignore[arg-type]
     """Sanity probes (adapter applied, engine parity)."""
 
-    @model_validator(mode="after")
-    def _names_unique_and_release_known(self) -> RunConfig:
-        names = [c.name for c in self.candidates]
+    @field_validator("candidates")
+    @classmethod
+    def _names_unique(cls, v: list[Candidate]) -> list[Candidate]:
+        names = [c.name for c in v]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"candidate names must be unique; repeated: {', '.join(dupes)}")
-        unknown = [r for r in (self.release or []) if r not in names]
+        return v
+
+    @field_validator("release")
+    @classmethod
+    def _release_known(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        cands = info.data.get("candidates")
+        if v is None or cands is None:
+            return v
+        names = [c.name for c in cands]
+        unknown = [r for r in v if r not in names]
         if unknown:
             raise ValueError(f"release names unknown candidates {unknown}; known: {names}")
-        return self
+        return v
 
 
 # --------------------------------------------------------------------- suites

@@ -123,7 +123,8 @@ def _validate_adapters(setup: GateSetup, plans: list[TaskPlan], engine_kind: str
             continue
         try:
             info = validate_adapter(cand.path, cfg.base.path, allow_pickle=cand.allow_pickle,
-                                    trust_remote_code=cfg.base.trust_remote_code)
+                                    trust_remote_code=cfg.base.trust_remote_code,
+                                    served_by_vllm=engine_kind in ("vllm", "endpoint"))
             refuse_lm_head_on_loglikelihood(info, engine_kind, uses_ll)
             for w in info.warnings:
                 setup.notes.append(f"candidate {cand.name}: {w}")
@@ -382,6 +383,9 @@ def assemble_results(setup: GateSetup, verdicts: list[Any], release: Any, plans:
             "tasks": {p.name: {"tier": p.task.tier, "items": p.n_items, "config_hash": p.config_hash,
                                "data_hash": p.data_hash, "version": p.version} for p in plans},
             "git_commit": git_commit(root),
+            # Security-relevant switches, so an approver sees them (README: guarantees).
+            "trust_remote_code": cfg.base.trust_remote_code,
+            "allow_pickle": {c.name: c.allow_pickle for c in cfg.candidates},
         },
     }
 

@@ -84,6 +84,10 @@ def test_verdicts_outputs_and_exit_code(world: Path) -> None:
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["junit.xml", "report.html", "results.json", "summary.md"]
     on_disk = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert _verdicts(on_disk) == _verdicts(result.results)
+    # security switches are recorded where an approver sees them
+    assert on_disk["provenance"]["allow_pickle"] == {"good": False, "forgetful": False}
+    assert on_disk["provenance"]["trust_remote_code"] is False
+    assert "allow_pickle" in (out / "report.html").read_text(encoding="utf-8")
 
 
 def test_release_of_one_candidate(world: Path) -> None:

@@ -70,7 +70,7 @@ def test_missing_names_listed_with_what_exists(deployment, tiny, tmp_path):
         pass
     text = str(err.value)
     assert "does not serve cand-b" in text and "it serves: base, cand-a" in text
-    assert "engine.served_names" in text
+    assert "engine.endpoint.names" in text
 
 
 def test_served_names_map_model_names(deployment, tiny, tmp_path):
@@ -93,7 +93,7 @@ def test_unreachable_endpoint_is_infra_error_quickly():
     with pytest.raises(InfraError, match="cannot reach the endpoint") as err:
         engine.list_models(None)
     assert time.monotonic() - t0 < 5
-    assert "engine.base_url" in str(err.value)
+    assert "engine.endpoint.base_url" in str(err.value)
 
 
 def test_api_key_read_from_named_variable_and_never_in_errors(tiny, tmp_path, monkeypatch):

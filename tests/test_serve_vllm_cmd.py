@@ -127,7 +127,7 @@ def test_port_in_use_names_the_port_and_fix():
         port = s.getsockname()[1]
         with pytest.raises(InfraError, match=f"port {port} is already in use") as err:
             pick_port(port)
-        assert "engine.port" in str(err.value)
+        assert "engine.vllm.port" in str(err.value)
 
 
 def test_free_port_is_picked_when_unset():

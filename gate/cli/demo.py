@@ -45,7 +45,15 @@ def demo_config(world: Any, out: Path, engine: str, repo_root: Path) -> dict[str
         "baseline": {"store": str(Path(".gate/baselines").resolve())},
         "cache_dir": str(Path(".gate/cache").resolve()),
         "out": str(out),
+        # An offline W&B run (synced later with `wandb sync`), when wandb is installed.
+        **({"wandb": {"project": "gate-demo", "mode": "offline"}} if _has_wandb() else {}),
     }
+
+
+def _has_wandb() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None
 
 
 @click.command("demo")

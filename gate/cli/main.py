@@ -8,8 +8,8 @@ import click
 
 from gate import __version__
 
-# name -> "module:attribute"; commands are imported when the group is built,
-# heavy libraries (torch, lm-eval, vllm) only inside the commands themselves.
+# name -> "module:attribute": one module per command, registered on one group.
+# Heavy libraries (torch, lm-eval, vllm) are imported inside the commands only.
 COMMANDS = {
     "validate": "gate.cli.validate:validate_cmd",
     "toy": "gate.cli.toy:toy",
@@ -36,8 +36,4 @@ def cli() -> None:
 
 for _name, _target in COMMANDS.items():
     _module, _attr = _target.split(":")
-    try:
-        cli.add_command(getattr(importlib.import_module(_module), _attr), _name)
-    except ModuleNotFoundError as _exc:  # a command still being built is simply absent
-        if _exc.name != _module:
-            raise
+    cli.add_command(getattr(importlib.import_module(_module), _attr), _name)

@@ -162,26 +162,33 @@ _LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>A|
 
 def _check_shapes(shapes: dict[str, tuple[int, ...]], base: dict[str, tuple[int, ...]],
                   weights: Path, base_dir: str) -> list[Problem]:
-    problems: list[Problem] = []
+    """Adapter tensor shapes against the base's modules, one problem per kind of
+    mismatch (an adapter for another hidden size mismatches every tensor the same way)."""
+    fix = "use the base model the adapter was trained on"
+    missing: list[str] = []
+    wrong: dict[tuple[str, int, int], list[str]] = {}
     for key, shape in sorted(shapes.items()):
         m = _LORA_KEY.match(key)
         if not m:
             continue
         module = m.group("module")
         if module not in base:
-            problems.append(Problem(
-                f"tensor {key} is for module {module}, which the base {base_dir} does not have",
-                file=str(weights), fix="use the base model the adapter was trained on"))
+            missing.append(key)
             continue
         out_f, in_f = base[module][0], base[module][-1]
         if m.group("ab") == "A" and shape[-1] != in_f:
-            problems.append(Problem(
-                f"tensor {key} has input size {shape[-1]}, the base's {module} has {in_f}",
-                file=str(weights), fix="use the base model the adapter was trained on"))
+            wrong.setdefault(("input", shape[-1], in_f), []).append(key)
         if m.group("ab") == "B" and shape[0] != out_f:
-            problems.append(Problem(
-                f"tensor {key} has output size {shape[0]}, the base's {module} has {out_f}",
-                file=str(weights), fix="use the base model the adapter was trained on"))
+            wrong.setdefault(("output", shape[0], out_f), []).append(key)
+    problems: list[Problem] = []
+    if missing:
+        problems.append(Problem(
+            f"{len(missing)} tensor(s) are for modules the base {base_dir} does not have (e.g. {missing[0]})",
+            file=str(weights), fix=fix))
+    for (side, got, want), keys in sorted(wrong.items()):
+        problems.append(Problem(
+            f"{len(keys)} tensor(s) have {side} size {got} where the base {base_dir} has {want} (e.g. {keys[0]})",
+            file=str(weights), fix=fix))
     return problems
 
 
@@ -201,8 +208,10 @@ def _base_name_warning(recorded: str | None, base_dir: str) -> str | None:
 
 
 def validate_adapter(adapter_dir: str | Path, base_dir: str | Path, *, allow_pickle: bool = False,
-                     trust_remote_code: bool = False) -> AdapterInfo:
-    """Validate a PEFT LoRA adapter against its base; raise AdapterError listing every problem."""
+                     trust_remote_code: bool = False, served_by_vllm: bool = True) -> AdapterInfo:
+    """Validate a PEFT LoRA adapter against its base; raise AdapterError listing every problem.
+
+    `served_by_vllm`: check vLLM's rank limit (the hf engine has none)."""
     adapter = Path(adapter_dir)
     base = str(base_dir)
     cfg = _read_config(adapter)
@@ -218,7 +227,7 @@ def validate_adapter(adapter_dir: str | Path, base_dir: str | Path, *, allow_pic
     if rank < 1:
         problems.append(Problem("r is missing or below 1", file=cfg_file, key="r",
                                 fix="re-save the adapter with PEFT"))
-    elif rank > VLLM_LORA_RANKS[-1]:
+    elif served_by_vllm and rank > VLLM_LORA_RANKS[-1]:
         problems.append(Problem(f"rank {rank} is above vLLM's maximum {VLLM_LORA_RANKS[-1]}",
                                 file=cfg_file, key="r",
                                 fix="use the hf engine, or merge the adapter into a full model"))

@@ -80,7 +80,7 @@ class EndpointEngine(Engine):
         key = os.environ.get(env)
         if not key:
             raise InputError(f"environment variable {env} is not set or empty",
-                             key="engine.api_key_env",
+                             key="engine.endpoint.api_key_env",
                              fix=f"export {env}=<the deployment's API key>")
         return key
 
@@ -97,14 +97,14 @@ class EndpointEngine(Engine):
             except urllib.error.HTTPError as exc:
                 if exc.code in (401, 403):
                     raise InputError(
-                        f"{url} refused the API key (HTTP {exc.code})", key="engine.api_key_env",
-                        fix="check the key in the variable named by engine.api_key_env") from exc
+                        f"{url} refused the API key (HTTP {exc.code})", key="engine.endpoint.api_key_env",
+                        fix="check the key in the variable named by engine.endpoint.api_key_env") from exc
                 last = exc
             except (urllib.error.URLError, OSError, ValueError, KeyError, AttributeError) as exc:
                 last = exc
             if attempt + 1 < self.options.connect_attempts:
                 time.sleep(0.5 * (attempt + 1))
-        raise InfraError(f"cannot reach the endpoint {url}: {last}", key="engine.base_url",
+        raise InfraError(f"cannot reach the endpoint {url}: {last}", key="engine.endpoint.base_url",
                          fix="check the URL and that the deployment is up")
 
     def check_served(self, group: Sequence[ModelSpec], api_key: str | None) -> None:
@@ -114,7 +114,7 @@ class EndpointEngine(Engine):
             raise InputError(
                 f"the endpoint does not serve {', '.join(missing)}; it serves: "
                 f"{', '.join(available) or '(nothing)'}",
-                key="engine.served_names",
+                key="engine.endpoint.names",
                 fix="map each model to a name the endpoint serves, or load the adapters there",
             )
 
@@ -140,4 +140,4 @@ class EndpointEngine(Engine):
             yield lms
         except (ConnectionError, urllib.error.URLError) as exc:
             raise EngineError(f"the endpoint failed during the evaluation: {exc}",
-                              key="engine.base_url", fix="check the deployment") from exc
+                              key="engine.endpoint.base_url", fix="check the deployment") from exc

@@ -189,9 +189,9 @@ def pick_port(configured: int | None) -> int:
             s.bind(("127.0.0.1", configured))
         except OSError as exc:
             raise InfraError(
-                f"port {configured} is already in use ({exc.strerror})", key="engine.port",
+                f"port {configured} is already in use ({exc.strerror})", key="engine.vllm.port",
                 fix=f"stop what listens on {configured} (e.g. `ss -ltnp | grep {configured}`), "
-                    "or leave engine.port unset to pick a free port",
+                    "or leave engine.vllm.port unset to pick a free port",
             ) from exc
     return configured
 
@@ -268,7 +268,7 @@ class VllmServer:
         raise EngineError(
             f"the vLLM server did not become ready within {self.options.health_timeout_s:.0f} s; "
             f"last lines of {self.log_path}:\n{tail(self.log_path)}",
-            key="engine.health_timeout_s", fix="raise engine.health_timeout_s or read the log",
+            key="engine.vllm.health_timeout_s", fix="raise engine.vllm.health_timeout_s or read the log",
         )
 
     def _watch(self) -> None:
