@@ -103,3 +103,106 @@ def test_zero_lora_b_gives_exactly_zero_deltas(first_run, tmp_path: Path) -> Non
     assert res.exit_code == 0, res.output
     noop = [p for p in results["probes"] if p["name"] == "adapter_applied" and p["candidate"] == "zero"]
     assert noop and noop[0]["status"] == "noop"
+
+
+def _spawn_gate(config: Path):  # type: ignore[no-untyped-def]
+    """`gate run` in its own session, with its stderr collected line by line."""
+    import subprocess
+    import sys
+    import threading
+
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gate"), "run", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    return proc, lines
+
+
+def _wait_for(lines: list[str], text: str, timeout: float = 600) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not any(text in ln for ln in lines):
+        assert time.monotonic() < end, f"never saw {text!r}:\n" + "".join(lines[-40:])
+        time.sleep(0.2)
+
+
+def _servers(pid: int) -> list:  # type: ignore[type-arg]
+    import psutil
+
+    return [p for p in psutil.Process(pid).children(recursive=True)
+            if "vllm.entrypoints" in " ".join(p.cmdline())]
+
+
+def _fresh_config(first_config: Path, tmp_path: Path) -> Path:
+    cfg = yaml.safe_load(first_config.read_text(encoding="utf-8"))
+    cfg.update(out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+    cfg["baseline"]["store"] = str(tmp_path / "store")
+    cfg["candidates"] = [c for c in cfg["candidates"] if "adapter" in c]  # one server is enough here
+    config = tmp_path / "gate.yaml"
+    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return config
+
+
+def _numbers(results: dict) -> dict:
+    return {(c["name"], t["task"]): (t["delta"], t["verdict"]) for c in results["candidates"]
+            for tier in c["tiers"] for t in tier["tasks"]}
+
+
+def test_engine_death_exits_3_and_the_rerun_resumes_with_the_same_numbers(first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    config = _fresh_config(first_run[0], tmp_path)
+    proc, lines = _spawn_gate(config)
+    try:
+        _wait_for(lines, "evaluating careful")  # the base's results are in the store by now
+        servers = _servers(proc.pid)
+        assert servers, "no vLLM server found under the gate process"
+        killed_at = time.monotonic()
+        for s in servers:
+            s.kill()
+        rc = proc.wait(timeout=120)
+        noticed = time.monotonic() - killed_at
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(lines)
+    assert rc == 3, text[-3000:]
+    assert noticed < 30, noticed
+    assert "error:" in text and "log" in text
+    assert not (tmp_path / "out" / "results.json").exists()
+    res = CliRunner().invoke(cli, ["run", "--config", str(config)])
+    assert res.exit_code == 1, res.output
+    assert "baseline: reusing 6 stored task(s)" in res.output  # the finished work was kept
+    resumed = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    full = {k: v for k, v in _numbers(first_run[2]).items() if k[0] != "full"}
+    got = _numbers(resumed)
+    assert got.keys() == full.keys()
+    for key, (delta, verdict) in full.items():
+        assert got[key][1] == verdict, key
+        assert got[key][0] == pytest.approx(delta, rel=1e-6, abs=1e-9), key
+
+
+def test_ctrl_c_leaves_no_server_and_no_half_written_file(first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    import psutil
+
+    config = _fresh_config(first_run[0], tmp_path)
+    proc, lines = _spawn_gate(config)
+    try:
+        _wait_for(lines, "evaluating base")
+        servers = _servers(proc.pid)
+        assert servers
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 130, "".join(lines)[-3000:]
+    psutil.wait_procs(servers, timeout=30)
+    assert not [s for s in servers if s.is_running() and s.status() != psutil.STATUS_ZOMBIE]
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.startswith("."))
+                 and p.suffix != ".lock"]
+    assert leftovers == []
+    assert not (tmp_path / "out" / "results.json").exists()

@@ -24,8 +24,9 @@ SUITE = REPO / "suites" / "toy"
 
 def test_shipped_suite_equals_generated() -> None:
     expected = suite_files()
+    # thresholds.yaml is the suite's release policy, written by hand, not generated.
     shipped = {str(p.relative_to(SUITE)): p.read_text() for p in SUITE.rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts}
+               if p.is_file() and "__pycache__" not in p.parts and p.name != "thresholds.yaml"}
     assert sorted(shipped) == sorted(expected)
     for rel, content in expected.items():
         assert shipped[rel] == content, f"{rel} drifted: rerun scripts/make_toy_data.py"
