@@ -7,15 +7,14 @@ outputs as `gate run`, from results_*.json and samples_*.jsonl.
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gate import __version__
 from gate.config import Suite, Thresholds
 from gate.errors import InputError, Problem
 from gate.policy import Tier
+from gate.results import new_results
 
 
 def tier_map(suite: Suite | None, tasks: Sequence[str], suite_file: str | None) -> dict[str, Tier]:
@@ -60,16 +59,11 @@ def compare_dirs(base_dir: Path, candidates: Sequence[tuple[str, Path]], thresho
         d["fingerprint"] = ""
         d["training"] = None
         cands.append(d)
-    return {
-        "schema_version": 1,
-        "gate_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        "release": rel.to_dict(),
-        "candidates": cands,
-        "baseline": {"fingerprint": "", "reused": False, "store": str(base_dir)},
-        "probes": [],
-        "provenance": {
-            "gate_version": __version__,
+    return new_results(
+        release=rel.to_dict(),
+        candidates=cands,
+        baseline={"fingerprint": "", "reused": False, "store": str(base_dir)},
+        provenance={
             "lm_eval_version": str(base_meta.get("lm_eval_version") or base_meta.get("git_hash") or "unknown"),
             "engine": {"kind": "lm_eval output", "version": str(base_meta.get("model_name", "")),
                        "options": {"model_args": str((base_meta.get("config") or {}).get("model_args", ""))}},
@@ -81,4 +75,4 @@ def compare_dirs(base_dir: Path, candidates: Sequence[tuple[str, Path]], thresho
                           "data_hash": "", "version": str(base[t].version)} for t in base},
             "git_commit": None,
         },
-    }
+    )

@@ -7,7 +7,6 @@ shell over `run()`; Python users call it directly.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import os
 import subprocess
 from collections.abc import Callable
@@ -15,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gate import __version__
 from gate import probes as probes_mod
 from gate.config import RunConfig
 from gate.errors import BaselineMismatch, ConfigError, InputError, Problem
 from gate.evaluate import TaskPlan, evaluate_model, plan_tasks
 from gate.loader import GateSetup, check_paths
 from gate.records import TaskRecords
+from gate.results import new_results
 from gate.serve.base import BASE_NAME, Engine, ModelSpec
 from gate.tasks import include_paths, resolve_tasks, task_manager
 
@@ -362,17 +361,11 @@ def assemble_results(setup: GateSetup, verdicts: list[Any], release: Any, plans:
         engine_opts["options"] = cfg.engine.hf.model_dump()
     elif cfg.engine.kind == "endpoint" and cfg.engine.endpoint is not None:
         engine_opts["options"] = cfg.engine.endpoint.model_dump(exclude={"api_key_env"})
-    return {
-        "schema_version": 1,
-        "gate_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        "release": release.to_dict(),
-        "candidates": candidates,
-        "baseline": {"fingerprint": fingerprints[BASE_NAME], "reused": reused,
-                     "store": str(cfg.baseline.store)},
-        "probes": [],
-        "provenance": {
-            "gate_version": __version__,
+    return new_results(
+        release=release.to_dict(),
+        candidates=candidates,
+        baseline={"fingerprint": fingerprints[BASE_NAME], "reused": reused, "store": str(cfg.baseline.store)},
+        provenance={
             "lm_eval_version": fp.installed_version("lm_eval", "lm-eval"),
             "engine": engine_opts,
             "base": {"path": cfg.base.path, "revision": cfg.base.revision, "dtype": cfg.base.dtype,
@@ -387,7 +380,7 @@ def assemble_results(setup: GateSetup, verdicts: list[Any], release: Any, plans:
             "trust_remote_code": cfg.base.trust_remote_code,
             "allow_pickle": {c.name: c.allow_pickle for c in cfg.candidates},
         },
-    }
+    )
 
 
 def log_wandb(results: dict[str, Any], out: Path, cfg: RunConfig, say: Progress) -> None:

@@ -91,3 +91,26 @@ def load_results(path: Path) -> dict[str, Any]:
             fix="the file is truncated or hand-edited; regenerate it with `gate run`",
         ) from None
     return validate_results(data, source=str(path))
+
+
+SCHEMA_VERSION = 1
+
+
+def new_results(*, release: dict[str, Any], candidates: list[dict[str, Any]], baseline: dict[str, Any],
+                provenance: dict[str, Any], probes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A results.json document: the parts given, stamped with the schema and gate
+    versions and the creation time (one place, for `gate run` and `gate compare`)."""
+    import datetime as _dt
+
+    from gate import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "gate_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "release": release,
+        "candidates": candidates,
+        "baseline": baseline,
+        "probes": list(probes or []),
+        "provenance": {"gate_version": __version__, **provenance},
+    }
