@@ -326,6 +326,11 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
                 for name, (ident, adapter) in model_ids.items()}
     results = assemble_results(setup, verdicts, release, plans, engine, base_identity,
                                reused=baseline_reused, fingerprints=cand_fps)
+    for p in plans:
+        base_rec = records[BASE_NAME][p.name]
+        floor = probes_mod.chance_floor(p.name, base_rec.score, base_rec.chance, base_rec.n)
+        if floor is not None:
+            probe_run.results.append(floor)
     results["probes"] = [r.to_dict() for r in probe_run.results]
     files = write_outputs(results, out)
     if cfg.wandb is not None:

@@ -97,3 +97,18 @@ def raise_on_mismatch(results: Sequence[ProbeResult]) -> None:
 def summarize(results: Sequence[ProbeResult]) -> Mapping[str, str]:
     """model -> status of its adapter probe (for flags on verdicts)."""
     return {r.model: r.status for r in results if r.probe == "adapter_applied"}
+
+
+def chance_floor(task: str, base_score: float, chance: float | None, n: int) -> ProbeResult | None:
+    """A base at or below chance on a task: probably plumbing (prompt format,
+    answer extraction) or a task the base cannot do, not a measurement."""
+    from gate.verdict import chance_tolerance
+
+    if chance is None or base_score != base_score:  # no choices known, or NaN
+        return None
+    if base_score > chance + chance_tolerance(chance, n):
+        return None
+    return ProbeResult("chance_floor", "base", "noop",
+                       f"the base scores {base_score:.3f} on {task}, at chance ({chance:.3f}): check the task's "
+                       "prompt format and answer extraction; its related/general verdicts are INCONCLUSIVE",
+                       {"task": task, "base_score": base_score, "chance": chance})

@@ -67,6 +67,14 @@ def include_paths(suite: Suite, suite_file: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(paths))
 
 
+def _yaml_problem(exc: Exception, path: Path) -> Problem:
+    """A task YAML that cannot be parsed: say where, as for the gate's own files."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    detail = getattr(exc, "problem", None) or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return Problem(f"task YAML cannot be parsed{where}: {detail}", file=str(path), fix="fix the YAML syntax")
+
+
 def _read_task_yaml(path: Path) -> dict[str, Any]:
     from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -125,8 +133,7 @@ def resolve_tasks(suite: Suite, suite_file: Path) -> tuple[list[ResolvedTask], l
             try:
                 cfg = _read_task_yaml(yaml_path)
             except Exception as exc:  # yaml errors of every flavour
-                problems.append(Problem(f"task YAML cannot be parsed: {exc}".splitlines()[0], file=str(yaml_path),
-                                        fix="fix the YAML syntax"))
+                problems.append(_yaml_problem(exc, yaml_path))
                 continue
             name = str(cfg.get("task", ""))
         entry = index.get(name)
@@ -142,8 +149,7 @@ def resolve_tasks(suite: Suite, suite_file: Path) -> tuple[list[ResolvedTask], l
             try:
                 cfg = _read_task_yaml(ypath)
             except Exception as exc:
-                problems.append(Problem(f"task YAML cannot be parsed: {exc}".splitlines()[0], file=str(ypath),
-                                        fix="fix the YAML syntax"))
+                problems.append(_yaml_problem(exc, ypath))
                 continue
             task.output_type = cfg.get("output_type")
             task.overrides.update(_data_file_overrides(name, ypath, cfg, suite_file, problems))

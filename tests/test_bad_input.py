@@ -567,7 +567,7 @@ CASES = [
                                                                 "(got 1.2)"]),
     Case("unknown-task", unknown_task, 2, ["unknown_task.yaml: tiers.target: unknown lm-eval task 'fk_targte'",
                                            "fix: did you mean fk_target"]),
-    Case("task-yaml-syntax-error", task_yaml_syntax_error, 2, ["broken.yaml: task YAML cannot be parsed", "fix: fix the YAML syntax"]),
+    Case("task-yaml-syntax-error", task_yaml_syntax_error, 2, ["broken.yaml: task YAML cannot be parsed at line", "fix: fix the YAML syntax"]),
     Case("task-data-missing", task_data_missing, 2, ["fk_nodata.yaml: dataset_kwargs.data_files: task fk_nodata: data file not found",
                                                      "fk_nodata.jsonl", "fix: generate or restore the data file"]),
     Case("truncated-baseline-entry", truncated_baseline, 3, ["baseline entry", "is corrupt", "fix: `gate baseline rm ",

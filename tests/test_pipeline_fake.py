@@ -132,3 +132,16 @@ def test_changed_task_data_invalidates_only_that_task(world: Path) -> None:
     again = run(load_setup(world / "gate.yaml"), engine=_engine(), progress=messages.append)
     assert again.evaluated == {"base": 1, "good": 1, "forgetful": 1}
     assert any("fk_related" in m and "data changed" in m for m in messages), messages
+
+
+def test_base_at_chance_is_flagged_not_compared(world: Path) -> None:
+    """A base that cannot beat guessing means broken plumbing: probe entry + INCONCLUSIVE, never PASS/FAIL."""
+    at_chance = FakeSkill(accuracy={"fk_target": 0.40, "fk_related": 0.6, "fk_general": 0.22})
+    engine = FakeEngine({"base": at_chance, "good": GOOD, "forgetful": FORGETFUL})
+    result = run(load_setup(world / "gate.yaml"), engine=engine)
+    floor = [p for p in result.results["probes"] if p["name"] == "chance_floor"]
+    assert [p["task"] for p in floor] == ["fk_general"]
+    assert floor[0]["severity"] == "warning"
+    for cand in result.results["candidates"]:
+        general = next(t for t in cand["tiers"] if t["tier"] == "general")["tasks"][0]
+        assert general["verdict"] == "INCONCLUSIVE" and "base_at_chance" in general["flags"]

@@ -96,6 +96,20 @@ def test_unreachable_endpoint_is_infra_error_quickly():
     assert "engine.endpoint.base_url" in str(err.value)
 
 
+def test_silent_endpoint_fails_within_the_deadline():
+    """An endpoint that accepts connections but never answers (a hung deployment)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # accepts into the backlog, never replies
+        port = listener.getsockname()[1]
+        engine = EndpointEngine(EndpointOptions(base_url=f"http://127.0.0.1:{port}"))  # defaults: 3 x 5 s
+        t0 = time.monotonic()
+        with pytest.raises(InfraError, match="cannot reach the endpoint"):
+            engine.list_models(None)
+        elapsed = time.monotonic() - t0
+    assert elapsed < 10, elapsed
+
+
 def test_api_key_read_from_named_variable_and_never_in_errors(tiny, tmp_path, monkeypatch):
     d = _Deployment(["base"], require_key=KEY)
     try:

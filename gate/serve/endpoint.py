@@ -38,6 +38,7 @@ class EndpointOptions:
     served_names: Mapping[str, str] = field(default_factory=dict)  # model name -> served name
     connect_timeout_s: float = 5.0
     connect_attempts: int = 3
+    connect_deadline_s: float = 8.0  # all attempts together: an unreachable or silent endpoint fails fast
     request_timeout_s: float = 300.0
     num_concurrent: int = 4
     max_retries: int = 3
@@ -88,10 +89,14 @@ class EndpointEngine(Engine):
         url = f"{v1_root(self.options.base_url)}/models"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         last: Exception | None = None
+        deadline = time.monotonic() + self.options.connect_deadline_s
         for attempt in range(self.options.connect_attempts):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             try:
                 req = urllib.request.Request(url, headers=headers)
-                with urllib.request.urlopen(req, timeout=self.options.connect_timeout_s) as resp:
+                with urllib.request.urlopen(req, timeout=min(self.options.connect_timeout_s, remaining)) as resp:
                     data = json.load(resp)
                 return [str(m["id"]) for m in data.get("data", [])]
             except urllib.error.HTTPError as exc:
@@ -103,7 +108,7 @@ class EndpointEngine(Engine):
             except (urllib.error.URLError, OSError, ValueError, KeyError, AttributeError) as exc:
                 last = exc
             if attempt + 1 < self.options.connect_attempts:
-                time.sleep(0.5 * (attempt + 1))
+                time.sleep(min(0.5 * (attempt + 1), max(0.0, deadline - time.monotonic())))
         raise InfraError(f"cannot reach the endpoint {url}: {last}", key="engine.endpoint.base_url",
                          fix="check the URL and that the deployment is up")
 
