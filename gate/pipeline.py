@@ -403,7 +403,8 @@ def log_wandb(results: dict[str, Any], out: Path, cfg: RunConfig, say: Progress)
             raise
         say(f"warning: W&B logging failed: {exc.render()}")
         return
-    say(f"W&B: logged to run {info.run_id}" + (f" ({info.url})" if info.url else f" in {info.run_dir}"))
+    where = info.url or (f"offline, in {info.run_dir}; upload with `wandb sync`" if info.run_dir else "offline")
+    say(f"W&B: logged to run {info.run_id} ({where})")
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Path]:

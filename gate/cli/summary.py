@@ -24,8 +24,8 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
     for cand in results["candidates"]:
         table = Table(title=f"{cand['name']} ({cand['kind']}): [{STYLE.get(cand['verdict'], '')}]{cand['verdict']}[/]",
                       title_justify="left", show_lines=False)
-        for col in ("tier", "task", "metric", "base", "cand", "delta", "interval", "margin", "n", "verdict"):
-            table.add_column(col, justify="right" if col in ("base", "cand", "delta", "margin", "n") else "left")
+        for col in ("tier", "task", "metric", "base", "cand", "delta", "interval", "threshold", "n", "verdict"):
+            table.add_column(col, justify="right" if col in ("base", "cand", "delta", "threshold", "n") else "left")
         for tier in cand["tiers"]:
             for t in tier["tasks"]:
                 n = str(t["n"]) if t.get("n_used") in (None, t["n"]) else f"{t['n_used']}/{t['n']}"
