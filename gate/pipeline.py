@@ -132,6 +132,23 @@ def _validate_adapters(setup: GateSetup, plans: list[TaskPlan], engine_kind: str
     return problems
 
 
+def _lock_missing_baselines(store: Any, missing: list[TaskPlan], found: dict[str, TaskRecords],
+                            key_for: Callable[[str, TaskPlan], Any], held: contextlib.ExitStack,
+                            say: Progress) -> None:
+    """Another `gate run` may be computing the same baseline: hold each missing
+    key's lock while computing, and take what the other process stored
+    meanwhile (`missing` and `found` are updated in place). Taken only once the
+    engine is up, so a run that fails to start leaves the store untouched."""
+    for p in sorted(missing, key=lambda p: key_for(BASE_NAME, p).digest()):
+        held.enter_context(store.backend.lock(f"locks/{key_for(BASE_NAME, p).digest()}.lock", None))
+    for p in list(missing):
+        rec = store.get(key_for(BASE_NAME, p))
+        if rec is not None:
+            say(f"baseline: {p.name} was computed by another gate run meanwhile; reusing it")
+            found[p.name] = rec
+            missing.remove(p)
+
+
 class ProbeRun:
     """Runs the sanity probes (gate.probes) on each served group, before evaluation."""
 
@@ -265,21 +282,9 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     if cached:
         say(f"cache: reusing {cached} candidate task result(s)")
 
-    # Another `gate run` may be computing the same baseline: hold each missing
-    # key's lock while computing, and take what the other process stored.
-    held = contextlib.ExitStack()
-    for p in sorted(todo[BASE_NAME], key=lambda p: key_for(BASE_NAME, p).digest()):
-        held.enter_context(store.backend.lock(f"locks/{key_for(BASE_NAME, p).digest()}.lock", None))
-    for p in list(todo[BASE_NAME]):
-        rec = store.get(key_for(BASE_NAME, p))
-        if rec is not None:
-            say(f"baseline: {p.name} was computed by another gate run meanwhile; reusing it")
-            records[BASE_NAME][p.name] = rec
-            todo[BASE_NAME].remove(p)
-    baseline_reused = not todo[BASE_NAME]
-
     # ---- serve and evaluate what is missing
-    evaluated = {name: len(t) for name, t in todo.items()}
+    evaluated = {name: 0 for name in todo}
+    held = contextlib.ExitStack()  # baseline locks, taken just before the base is evaluated
     log_dir = out / "logs"
     specs = [s for s in model_specs(cfg) if todo[s.name]]
     if any(s.kind == "lora" for s in specs) and not todo[BASE_NAME]:
@@ -294,9 +299,12 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
             with engine.serve(group, log_dir) as lms:
                 probe_run.check(group, lms)
                 for spec in group:
+                    if spec.name == BASE_NAME and todo[BASE_NAME]:
+                        _lock_missing_baselines(store, todo[BASE_NAME], records[BASE_NAME], key_for, held, say)
                     if not todo[spec.name]:
                         continue
                     plans_left = todo[spec.name]
+                    evaluated[spec.name] = len(plans_left)
                     cache = cache_root / key_for(spec.name, plans_left[0]).model_digest()[:24] / "responses"
                     say(f"evaluating {spec.name}: {sum(p.n_items for p in plans_left)} items in {len(plans_left)} task(s)")
                     recs = evaluate_model(lms[spec.name], plans_left, task_manager=tm, cache_path=cache)
@@ -325,7 +333,7 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     cand_fps = {name: fp.sha256_text(fp.canonical_json({"model": ident, "adapter": adapter}))
                 for name, (ident, adapter) in model_ids.items()}
     results = assemble_results(setup, verdicts, release, plans, engine, base_identity,
-                               reused=baseline_reused, fingerprints=cand_fps)
+                               reused=evaluated[BASE_NAME] == 0, fingerprints=cand_fps)
     for p in plans:
         base_rec = records[BASE_NAME][p.name]
         floor = probes_mod.chance_floor(p.name, base_rec.score, base_rec.chance, base_rec.n)

@@ -38,7 +38,6 @@ REPO = Path(__file__).resolve().parent.parent
 FAKESUITE = REPO / "tests" / "fixtures" / "fakesuite"
 TINY_SCRIPT = REPO / "scripts" / "tiny_model.py"
 ROWS = 40  # documents per fake task: enough for the statistics, quick to evaluate
-LOCK_NAMES = (".lock",)  # advisory lock files are not store content (DirectoryBackend.list skips them)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -126,8 +125,7 @@ def write_yaml(path: Path, data: Any) -> Path:
 def snapshot(folder: Path) -> dict[str, str] | None:
     """Relative path -> sha256 of every file under `folder` (None when it does not exist).
 
-    Lock files are left out: they hold no data, and filelock leaves them behind
-    by design (the store's own listing skips them too).
+    Lock files count too: a failed run must not even leave empty locks behind.
     """
     if not folder.exists():
         return None
@@ -136,7 +134,7 @@ def snapshot(folder: Path) -> dict[str, str] | None:
     return {
         p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.endswith(LOCK_NAMES)
+        if p.is_file()
     }
 
 
