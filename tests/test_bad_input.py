@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from fakeworld import fake_adapter_dir, fake_model_dir
 
 from gate.cli.main import cli
 
@@ -55,19 +56,6 @@ def make_suite(root: Path, rows: int = ROWS) -> Path:
     return root / "suite.yaml"
 
 
-def fake_model_dir(path: Path, payload: bytes = b"base-weights") -> Path:
-    """A directory that passes the path checks; the fake engine loads no weights."""
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 128}), encoding="utf-8")
-    (path / "model.safetensors").write_bytes(payload)
-    return path
-
-
-def fake_adapter_dir(path: Path, payload: bytes) -> Path:
-    path.mkdir(parents=True)
-    (path / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": ["q_proj"]}), encoding="utf-8")
-    (path / "adapter_model.safetensors").write_bytes(payload)
-    return path
 
 
 def build_tiny(root: Path) -> dict[str, Path]:

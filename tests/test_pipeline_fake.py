@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fakeworld import fake_adapter_dir, fake_model_dir
 
 from gate.loader import load_setup
 from gate.pipeline import run
@@ -26,27 +27,15 @@ GOOD = FakeSkill(accuracy={"fk_target": 0.90, "fk_related": 0.6, "fk_general": 0
 FORGETFUL = FakeSkill(accuracy={"fk_target": 0.90, "fk_related": 0.6, "fk_general": 0.3})
 
 
-def _model_dir(path: Path, payload: bytes) -> Path:
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 128}), encoding="utf-8")
-    (path / "model.safetensors").write_bytes(payload)
-    return path
-
-
-def _adapter_dir(path: Path, payload: bytes) -> Path:
-    path.mkdir(parents=True)
-    (path / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": ["q_proj"]}), encoding="utf-8")
-    (path / "adapter_model.safetensors").write_bytes(payload)
-    return path
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Path:
     suite = tmp_path / "suite"
     shutil.copytree(SUITE, suite)
-    _model_dir(tmp_path / "base", b"base-weights")
-    _adapter_dir(tmp_path / "good", b"good")
-    _adapter_dir(tmp_path / "forgetful", b"forgetful")
+    fake_model_dir(tmp_path / "base", b"base-weights")
+    fake_adapter_dir(tmp_path / "good", b"good")
+    fake_adapter_dir(tmp_path / "forgetful", b"forgetful")
     cfg = {
         "base": {"path": "base"},
         "candidates": [{"name": "good", "adapter": "good"}, {"name": "forgetful", "adapter": "forgetful"}],
