@@ -343,6 +343,31 @@ class TierPolicyConfig(Strict):
     """Significance level for this tier or task (default: the file's `alpha`)."""
 
 
+class SequentialConfig(Strict):
+    """Early stopping: score each candidate task in rounds and stop it once decided.
+
+    Why: most of a gate's GPU time goes to items that no longer change the
+    verdict. Rounds follow a seeded random order of the task's items; after
+    each round an always-valid confidence sequence (gate.sequential) decides
+    PASS or FAIL or asks for the next round. The base model is always scored
+    in full (it is the stored baseline every candidate is compared with).
+    """
+
+    enabled: bool = True
+    """Score candidates in rounds and stop decided tasks (false: every item of every task)."""
+    first_round: int = Field(64, ge=8)
+    """Items in the first round; later rounds grow by `growth` (a task smaller than two
+    rounds is scored in one go)."""
+    growth: float = Field(2.0, gt=1, le=16)
+    """Ratio between consecutive cumulative round sizes."""
+    early_share: float = Field(0.2, gt=0, le=1)
+    """Share of each tier's alpha spent on the early looks; the rest decides tasks that
+    run to their last item (bootstrap + Holm, as without early stopping)."""
+    fail_fast: bool = True
+    """Stop every task of a candidate once one of its tasks has FAILED: the candidate
+    fails whatever the rest shows. Tasks stopped this way are reported as stopped."""
+
+
 class Thresholds(Strict):
     """The release policy (`thresholds.yaml`)."""
 
@@ -358,6 +383,8 @@ class Thresholds(Strict):
     """Policy per tier: target, related, general."""
     tasks: dict[str, TierPolicyConfig] = Field(default_factory=dict)
     """Per-task overrides, keyed by task name."""
+    sequential: SequentialConfig = Field(default_factory=SequentialConfig)  # type: ignore[arg-type]
+    """Early stopping of candidate tasks (see SequentialConfig)."""
 
     @field_validator("tiers")
     @classmethod

@@ -172,10 +172,15 @@ def plan_tasks(tasks: Sequence[ResolvedTask], task_manager: Any) -> list[TaskPla
     return plans
 
 
-def pool_records(name: str, parts: Sequence[TaskRecords]) -> TaskRecords:
+def pool_records(name: str, parts: Sequence[TaskRecords], sizes: Sequence[int] | None = None) -> TaskRecords:
     """Pool a group's member tasks into one task (items concatenated in member
     order, doc ids offset so they stay unique). The pooled mean equals
-    lm-eval's size-weighted group score (mmlu's `acc`)."""
+    lm-eval's size-weighted group score (mmlu's `acc`).
+
+    `sizes` (each member's document count) fixes the offsets, so a member's
+    item gets the same pooled id whichever of its items were scored: a
+    candidate scored in rounds pairs with the fully scored base by id.
+    Without it the offset is the largest doc id seen plus one."""
     from dataclasses import replace
 
     from gate.records import ItemKey
@@ -185,12 +190,12 @@ def pool_records(name: str, parts: Sequence[TaskRecords]) -> TaskRecords:
     first = parts[0]
     keys: list[ItemKey] = []
     offset = 0
-    for p in parts:
+    for i, p in enumerate(parts):
         if p.metric != first.metric or p.aggregation != first.aggregation:
             raise InputError(f"group {name}: members use different metrics ({first.task}: {first.metric}, {p.task}: {p.metric})",
                              key=name, fix="choose a metric every member has, with `metric:` in the suite")
         keys += [ItemKey(offset + k.doc_id, f"{p.task}:{k.doc_hash}", k.prompt_hash, k.target_hash) for k in p.keys]
-        offset += max((k.doc_id for k in p.keys), default=-1) + 1
+        offset += sizes[i] if sizes is not None else max((k.doc_id for k in p.keys), default=-1) + 1
     texts = None
     if all(p.texts is not None for p in parts):
         texts = [t for p in parts for t in (p.texts or [])]
@@ -254,5 +259,6 @@ def evaluate_model(lm: Any, plans: Sequence[TaskPlan], *, task_manager: Any, cac
         missing = [leaf for leaf in p.leaves if leaf not in leaf_records]
         if missing:
             raise EngineError(f"lm-eval returned no samples for {', '.join(missing)}", fix="rerun; see the engine log")
-        out[p.name] = pool_records(p.name, [leaf_records[leaf] for leaf in p.leaves])
+        out[p.name] = pool_records(p.name, [leaf_records[leaf] for leaf in p.leaves],
+                                   sizes=[p.n_docs[leaf] for leaf in p.leaves])
     return out

@@ -19,8 +19,9 @@ from gate.config import RunConfig
 from gate.errors import BaselineMismatch, ConfigError, InputError, Problem
 from gate.evaluate import TaskPlan, evaluate_model, plan_tasks
 from gate.loader import GateSetup, check_paths
-from gate.records import TaskRecords
+from gate.records import TaskRecords, select_items
 from gate.results import new_results
+from gate.sequential import SequentialOutcome
 from gate.serve.base import BASE_NAME, Engine, ModelSpec
 from gate.tasks import include_paths, resolve_tasks, task_manager
 
@@ -149,6 +150,24 @@ def _lock_missing_baselines(store: Any, missing: list[TaskPlan], found: dict[str
             missing.remove(p)
 
 
+def _score_candidate(name: str, lm: Any, plans: list[TaskPlan], base: dict[str, TaskRecords],
+                     policies: dict[str, Any], setup: GateSetup, tm: Any, cache: Path,
+                     say: Progress) -> dict[str, TaskRecords]:
+    """A candidate scored in rounds (gate.rounds); each task's outcome rides
+    along in its records (`extra["sequential"]`), so the records cache keeps it."""
+    from gate.rounds import score_in_rounds
+
+    recs, outcomes = score_in_rounds(
+        plans, base, policies, setup.thresholds.sequential, seed=setup.thresholds.seed,
+        evaluate=lambda sub: evaluate_model(lm, sub, task_manager=tm, cache_path=cache), say=say, label=name)
+    used = sum(o.n_used for o in outcomes.values())
+    total = sum(o.n_total for o in outcomes.values())
+    say(f"{name}: scored {used:,} of {total:,} items")
+    for task, rec in recs.items():
+        rec.extra = {**rec.extra, "sequential": outcomes[task].to_dict()}
+    return recs
+
+
 class ProbeRun:
     """Runs the sanity probes (gate.probes) on each served group, before evaluation."""
 
@@ -243,16 +262,31 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
         else:
             model_ids[c.name] = (fp.model_identity(c.path), {})
 
+    seq = setup.thresholds.sequential
+    policies = {p.name: setup.thresholds.policy_for(p.task.tier, p.name) for p in plans}
+
     def key_for(model: str, plan: TaskPlan) -> Any:
         identity, adapter = model_ids[model]
+        items = plan.fingerprint_parts["selection"]
+        if model != BASE_NAME and seq.enabled:
+            items = fp.sha256_text(f"{items}|rounds:{rounds_digest}")
         return fp.BaselineKey(
             model=identity, dtype=cfg.base.dtype, engine=engine.kind, engine_version=engine_version,
             lm_eval_version=lm_eval_version, task=plan.name,
             task_config=fp.sha256_text(plan.config_hash + "|metric=" + str(plan.metric)),
             task_version=plan.version, data=plan.data_hash,
             quantization=cfg.base.quantization or "none", adapter=adapter,
-            num_fewshot=plan.task.spec.num_fewshot, items=plan.fingerprint_parts["selection"], seed=plan.task.spec.seed,
+            num_fewshot=plan.task.spec.num_fewshot, items=items, seed=plan.task.spec.seed,
         )
+
+    # A candidate scored in rounds used only the items its verdict needed: which
+    # ones depends on the base's records, the policies and the round settings, so
+    # its cached records are keyed by all of them.
+    rounds_digest = fp.sha256_text(fp.canonical_json({
+        "settings": seq.model_dump(mode="json"), "seed": setup.thresholds.seed,
+        "policies": {name: vars(pol) for name, pol in sorted(policies.items())},
+        "base": {p.name: key_for(BASE_NAME, p).digest() for p in plans},
+    }))
 
     # ---- what is already known: the baseline, and cached candidate records
     store = open_store(cfg.baseline.store)
@@ -268,6 +302,13 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
                 records[name][p.name] = rec
             else:
                 todo[name].append(p)
+    for c in cfg.candidates:
+        if seq.enabled and todo[c.name]:
+            # Rounds decide a candidate's tasks together (fail_fast, the tier's alpha
+            # split), so a candidate is scored whole; the response cache serves what
+            # an interrupted run already scored.
+            todo[c.name] = list(plans)
+            records[c.name] = {}
     for p in todo[BASE_NAME]:
         why = store.explain_miss(key_for(BASE_NAME, p)) or [f"no baseline stored for task {p.name}"]
         misses += [Problem(reason, file=str(cfg.baseline.store), key=p.name,
@@ -307,7 +348,11 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
                     evaluated[spec.name] = len(plans_left)
                     cache = cache_root / key_for(spec.name, plans_left[0]).model_digest()[:24] / "responses"
                     say(f"evaluating {spec.name}: {sum(p.n_items for p in plans_left)} items in {len(plans_left)} task(s)")
-                    recs = evaluate_model(lms[spec.name], plans_left, task_manager=tm, cache_path=cache)
+                    if spec.name != BASE_NAME and seq.enabled:
+                        recs = _score_candidate(spec.name, lms[spec.name], plans_left, records[BASE_NAME],
+                                                policies, setup, tm, cache, say)
+                    else:
+                        recs = evaluate_model(lms[spec.name], plans_left, task_manager=tm, cache_path=cache)
                     dest = store if spec.name == BASE_NAME else records_cache
                     for p in plans_left:
                         dest.put(key_for(spec.name, p), recs[p.name])
@@ -322,12 +367,16 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     tiers = {p.name: p.task.tier for p in plans}
     verdicts = []
     for c in cfg.candidates:
-        paired = pair_all(records[BASE_NAME], records[c.name])
+        outcomes = {name: SequentialOutcome.from_dict(rec.extra["sequential"])  # type: ignore[arg-type]
+                    for name, rec in records[c.name].items() if "sequential" in rec.extra}
+        base_used = {name: select_items(rec, sorted(k.doc_id for k in records[c.name][name].keys))
+                     if name in outcomes else rec for name, rec in records[BASE_NAME].items()}
+        paired = pair_all(base_used, records[c.name])
         by_tier: dict[str, list[Any]] = {"target": [], "related": [], "general": []}
         for name, (b, cr) in paired.items():
-            by_tier[tiers[name]].append((b, cr, setup.thresholds.policy_for(tiers[name], name)))
+            by_tier[tiers[name]].append((b, cr, policies[name]))
         verdicts.append(judge_candidate(c.name, c.kind, by_tier, n_boot=setup.thresholds.bootstrap_samples,
-                                        seed=setup.thresholds.seed))
+                                        seed=setup.thresholds.seed, sequential=outcomes or None))
     release = judge_release(verdicts, cfg.release)
 
     cand_fps = {name: fp.sha256_text(fp.canonical_json({"model": ident, "adapter": adapter}))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -136,6 +137,42 @@ class TaskRecords:
         if self.n_choices and self.aggregation is Aggregation.MEAN and self.higher_is_better:
             return 1.0 / self.n_choices
         return None
+
+
+def select_items(rec: TaskRecords, doc_ids: Sequence[int]) -> TaskRecords:
+    """The items with these doc ids, in this order (a task scored in rounds
+    is paired with the base on the items scored so far)."""
+    from dataclasses import replace
+
+    where = {k.doc_id: i for i, k in enumerate(rec.keys)}
+    idx = [where[d] for d in doc_ids]
+    return replace(rec, keys=[rec.keys[i] for i in idx], num=rec.num[idx], den=rec.den[idx],
+                   texts=None if rec.texts is None else [rec.texts[i] for i in idx],
+                   reported_score=None if len(idx) != rec.n else rec.reported_score,
+                   reported_stderr=None if len(idx) != rec.n else rec.reported_stderr)
+
+
+def concat_records(parts: Sequence[TaskRecords]) -> TaskRecords:
+    """One task's records from the rounds it was scored in (items in round order).
+
+    lm-eval's own aggregate is kept only for a single part: a mean of rounds is
+    not lm-eval's number, and corpus metrics are never split into rounds.
+    """
+    from dataclasses import replace
+
+    if not parts:
+        raise ValueError("concat_records needs at least one part")
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    texts = None
+    if all(p.texts is not None for p in parts):
+        texts = [t for p in parts for t in (p.texts or [])]
+    return replace(first, keys=[k for p in parts for k in p.keys],
+                   num=np.concatenate([p.num for p in parts]),
+                   den=np.concatenate([p.den for p in parts]), texts=texts,
+                   binary=all(p.binary for p in parts), reported_score=None,
+                   reported_stderr=None, extra={})
 
 
 def records_to_dict(rec: TaskRecords) -> dict[str, object]:

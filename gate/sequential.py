@@ -123,6 +123,9 @@ DEFAULT_HORIZONS = (64, 256, 1024, 4096, 16384)
 HORIZON_RATIO = 4
 
 Decision = Literal["PASS", "FAIL"]
+#: why a task stopped before its last item: its own sequence decided it, or another
+#: task of the same candidate failed first (fail_fast)
+StopReason = Literal["decided", "candidate_failed"]
 
 
 @dataclass(frozen=True)
@@ -327,6 +330,64 @@ def decide(state: SequentialState, threshold: float) -> Decision | None:
     return None
 
 
+@dataclass(frozen=True)
+class SequentialOutcome:
+    """How one candidate task was scored in rounds, and what the early looks decided.
+
+    Produced by `gate.rounds`, read by `gate.verdict` (which turns it into the
+    task's verdict) and stored with the candidate's cached records, so a rerun
+    reproduces the verdict without scoring anything.
+
+    n_total: items the task has; looks: items scored at each look (the last
+    one is the items used); decision: what the confidence sequence decided
+    (None: it did not); stopped: why scoring stopped before n_total (None: it
+    did not); interval: the running interval of the mean improvement at the
+    last look (None for tasks not judged sequentially); threshold: the
+    improvement threshold of the looks, from the base's full score;
+    alpha_fail / alpha_pass: the early levels; alpha_final: the level left for
+    the full-sample decision; note: why a task was not judged sequentially.
+    """
+
+    n_total: int
+    looks: tuple[int, ...]
+    decision: Decision | None
+    stopped: StopReason | None
+    interval: tuple[float, float] | None
+    threshold: float | None
+    alpha_fail: float | None
+    alpha_pass: float | None
+    alpha_final: float
+    note: str | None = None
+
+    @property
+    def n_used(self) -> int:
+        return self.looks[-1] if self.looks else 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"n_total": self.n_total, "looks": list(self.looks), "n_used": self.n_used,
+                "decision": self.decision, "stopped": self.stopped,
+                "interval": None if self.interval is None else list(self.interval),
+                "threshold": self.threshold, "alpha_fail": self.alpha_fail,
+                "alpha_pass": self.alpha_pass, "alpha_final": self.alpha_final,
+                "note": self.note}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> SequentialOutcome:
+        interval = data.get("interval")
+        return cls(
+            n_total=int(data["n_total"]),  # type: ignore[call-overload]
+            looks=tuple(int(x) for x in data["looks"]),  # type: ignore[attr-defined]
+            decision=data.get("decision"),  # type: ignore[arg-type]
+            stopped=data.get("stopped"),  # type: ignore[arg-type]
+            interval=None if interval is None else (float(interval[0]), float(interval[1])),  # type: ignore[index]
+            threshold=None if data.get("threshold") is None else float(data["threshold"]),  # type: ignore[arg-type]
+            alpha_fail=None if data.get("alpha_fail") is None else float(data["alpha_fail"]),  # type: ignore[arg-type]
+            alpha_pass=None if data.get("alpha_pass") is None else float(data["alpha_pass"]),  # type: ignore[arg-type]
+            alpha_final=float(data["alpha_final"]),  # type: ignore[arg-type]
+            note=data.get("note"),  # type: ignore[arg-type]
+        )
+
+
 # ------------------------------------------------------------------ internals
 
 def _check_level(alpha: float, key: str) -> None:
@@ -374,6 +435,7 @@ def _lower_bound(x: FloatArray, alpha: float, horizons: tuple[int, ...]) -> floa
 
 
 __all__ = [
-    "DEFAULT_EARLY_SHARE", "AlphaSplit", "Decision", "SequentialState", "decide", "horizons_for",
+    "DEFAULT_EARLY_SHARE", "AlphaSplit", "Decision", "SequentialOutcome", "SequentialState",
+    "StopReason", "decide", "horizons_for",
     "schedule", "split_alpha",
 ]

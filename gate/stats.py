@@ -109,7 +109,7 @@ CHUNK_ELEMENTS = 250_000
 #: relative tolerance under which an improvement equals the threshold
 TIE_TOLERANCE = 1e-9
 
-Method = Literal["paired_bootstrap", "unpaired_stderr"]
+Method = Literal["paired_bootstrap", "unpaired_stderr", "confidence_sequence"]
 
 
 @dataclass(frozen=True)

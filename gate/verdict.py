@@ -57,13 +57,14 @@ import enum
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from gate.errors import EXIT_FAIL, EXIT_PASS, ConfigError, InputError
 from gate.policy import TIERS, TaskPolicy
 from gate.records import Aggregation, TaskRecords
+from gate.sequential import SequentialOutcome
 from gate.stats import DEFAULT_N_BOOT, CompareJob, Comparison, compare_many, holm, items_needed
 
 #: flipped items listed per task at most
@@ -144,6 +145,13 @@ class TaskVerdict:
     flipped: tuple[FlippedItem, ...] = ()
     #: a value-in-[0,1] metric, shown in points (x100) in sentences
     in_points: bool = False
+    #: how the task was scored in rounds (None: all items at once)
+    sequential: SequentialOutcome | None = None
+
+    @property
+    def stopped_by_candidate(self) -> bool:
+        """Scoring stopped because another task of the candidate had already failed."""
+        return self.sequential is not None and self.sequential.stopped == "candidate_failed"
 
     @property
     def threshold(self) -> float:
@@ -170,12 +178,14 @@ class TaskVerdict:
             "ci_level": c.ci_level, "method": c.method,
             "p_value": _num(c.p_value), "p_fail": _num(c.p_fail),
             "p_fail_adjusted": _num(self.p_fail_adjusted), "p_pass": _num(c.p_pass),
-            "n": c.n, "n_used": c.n_used,
+            "n": self.sequential.n_total if self.sequential is not None else c.n,
+            "n_used": c.n_used,
             "kind": self.kind, "margin": _num(self.margin), "threshold": _num(c.threshold),
             "verdict": self.verdict.value, "inconclusive_policy": self.inconclusive,
             "advice": None if self.advice is None else self.advice.to_dict(),
             "chance": self.chance, "flags": list(self.flags),
             "flipped": [f.to_dict() for f in self.flipped],
+            "sequential": None if self.sequential is None else self.sequential.to_dict(),
         }
 
 
@@ -290,17 +300,24 @@ def _check_unique(tier: str, tasks: Sequence[TaskTriple]) -> None:
                          key=f"{tier}.{duplicates[0]}", fix="list each task once per tier")
 
 
-def _tier_verdict(tier: str, tasks: Sequence[TaskTriple],
-                  comparisons: Sequence[Comparison]) -> TierVerdict:
-    adjusted = holm([c.p_fail for c in comparisons])
+def _tier_verdict(tier: str, tasks: Sequence[TaskTriple], comparisons: Sequence[Comparison],
+                  sequential: Mapping[str, SequentialOutcome] | None = None) -> TierVerdict:
+    """Holm over the tier. A task that stopped early takes part with p_fail = 1:
+    its decision was made by its confidence sequence at the early level, and
+    Holm's adjusted p-values never shrink when a raw one grows, so the others
+    are held to at least the standard of a full evaluation (gate.sequential)."""
+    seq = sequential or {}
+    raw = [1.0 if (o := seq.get(b.task)) is not None and o.stopped is not None else c.p_fail
+           for (b, _, _), c in zip(tasks, comparisons, strict=True)]
+    adjusted = holm(raw)
     verdicts = tuple(
-        _task_verdict(b, c, p, comp, float(adj), family=len(tasks))
+        _task_verdict(b, c, p, comp, float(adj), family=len(tasks), sequential=seq.get(b.task))
         for (b, c, p), comp, adj in zip(tasks, comparisons, adjusted, strict=True))
     return TierVerdict(tier=tier, verdict=_worst([v.verdict for v in verdicts]), tasks=verdicts)
 
 
-def _compare_all(tasks: list[TaskTriple], *, n_boot: int, seed: int,
-                 workers: int | None) -> list[Comparison]:
+def _compare_all(tasks: list[TaskTriple], *, n_boot: int, seed: int, workers: int | None,
+                 sequential: Mapping[str, SequentialOutcome] | None = None) -> list[Comparison]:
     """Every task's statistics in one batch, on `workers` threads (None: one per CPU).
 
     The numbers depend neither on `workers` nor on the order of tasks
@@ -309,12 +326,19 @@ def _compare_all(tasks: list[TaskTriple], *, n_boot: int, seed: int,
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else (os.cpu_count() or 1)
-    jobs = [CompareJob(base, candidate, policy.threshold(_base_score(base)), policy.alpha)
-            for base, candidate, policy in tasks]
+    seq = sequential or {}
+    jobs = []
+    for base, candidate, policy in tasks:
+        outcome = seq.get(base.task)
+        threshold = policy.threshold(base_score(base))
+        if outcome is not None and outcome.threshold is not None:
+            threshold = outcome.threshold  # from the base's full score, as the looks used
+        alpha = outcome.alpha_final if outcome is not None else policy.alpha
+        jobs.append(CompareJob(base, candidate, threshold, alpha))
     return compare_many(jobs, n_boot=n_boot, seed=seed, workers=max(1, workers))
 
 
-def _base_score(base: TaskRecords) -> float:
+def base_score(base: TaskRecords) -> float:
     """The base score thresholds are relative to (lm-eval's own for CORPUS)."""
     if base.aggregation is Aggregation.CORPUS or base.n == 0:
         return base.reported_score if base.reported_score is not None else math.nan
@@ -323,37 +347,71 @@ def _base_score(base: TaskRecords) -> float:
 
 
 def _task_verdict(base: TaskRecords, candidate: TaskRecords, policy: TaskPolicy,
-                  comparison: Comparison, p_fail_adjusted: float, *, family: int) -> TaskVerdict:
+                  comparison: Comparison, p_fail_adjusted: float, *, family: int,
+                  sequential: SequentialOutcome | None = None) -> TaskVerdict:
     flags = list(comparison.flags)
     chance = base.chance
-    margin = policy.margin(_base_score(base))
+    alpha = sequential.alpha_final if sequential is not None else policy.alpha
+    margin = policy.margin(base_score(base))
+    if sequential is not None and sequential.threshold is not None:
+        margin = abs(sequential.threshold)
     in_points = _in_points(base)
     at_chance = (chance is not None and math.isfinite(comparison.base_score)
                  and comparison.base_score <= chance + chance_tolerance(chance, base.n))
     if at_chance:
         flags.append("base_at_chance")
     blocks = at_chance and policy.kind == "drop"
+    decided = sequential.decision if sequential is not None and sequential.stopped == "decided" else None
+    stopped = sequential is not None and sequential.stopped == "candidate_failed"
     if blocks:
         verdict = Verdict.INCONCLUSIVE
-    elif p_fail_adjusted < policy.alpha:
+    elif decided is not None and sequential is not None:
+        verdict = Verdict(decided)
+        comparison = _sequential_comparison(comparison, sequential, base.higher_is_better)
+        flags.append("stopped_early")
+    elif stopped:
+        verdict = Verdict.INCONCLUSIVE
+        flags.append("stopped_candidate_failed")
+    elif p_fail_adjusted < alpha:
         verdict = Verdict.FAIL
-    elif comparison.p_pass < policy.alpha:
+    elif comparison.p_pass < alpha:
         verdict = Verdict.PASS
     else:
         verdict = Verdict.INCONCLUSIVE
     advice = None
-    if verdict is Verdict.INCONCLUSIVE:
-        advice = _advice(comparison, policy, margin, family, chance if blocks else None,
-                         base.n_choices, in_points)
+    if stopped and not blocks and sequential is not None:
+        advice = Advice(None, f"scoring stopped after {sequential.n_used:,} of "
+                              f"{sequential.n_total:,} items because the candidate had already "
+                              "failed another task; set sequential.fail_fast: false in the "
+                              "thresholds to score it fully")
+    elif verdict is Verdict.INCONCLUSIVE:
+        advice = _advice(comparison, replace(policy, alpha=alpha), margin, family,
+                         chance if blocks else None, base.n_choices, in_points)
     flipped: tuple[FlippedItem, ...] = ()
     if verdict is not Verdict.PASS and base.binary and candidate.binary:
         flipped = _flipped(base, candidate)
     return TaskVerdict(
         task=base.task, tier=policy.tier, metric=base.metric,
         higher_is_better=base.higher_is_better, aggregation=base.aggregation,
-        comparison=comparison, kind=policy.kind, margin=margin, alpha=policy.alpha,
+        comparison=comparison, kind=policy.kind, margin=margin, alpha=alpha,
         inconclusive=policy.inconclusive, p_fail_adjusted=p_fail_adjusted, verdict=verdict,
-        advice=advice, chance=chance, flags=tuple(flags), flipped=flipped, in_points=in_points)
+        advice=advice, chance=chance, flags=tuple(flags), flipped=flipped, in_points=in_points,
+        sequential=sequential)
+
+
+def _sequential_comparison(c: Comparison, outcome: SequentialOutcome,
+                           higher_is_better: bool) -> Comparison:
+    """A task decided early: its interval is the confidence sequence's, turned
+    into delta units, at the level the looks used. The bootstrap's interval and
+    p-values on a sample whose size the data chose would not be valid, so the
+    p-values are left out (null in results.json)."""
+    if outcome.interval is None or outcome.alpha_fail is None or outcome.alpha_pass is None:
+        return c
+    low, high = outcome.interval
+    ci = (low, high) if higher_is_better else (-high, -low)
+    return replace(c, ci_low=ci[0], ci_high=ci[1],
+                   ci_level=1.0 - outcome.alpha_fail - outcome.alpha_pass,
+                   method="confidence_sequence", p_fail=math.nan, p_pass=math.nan)
 
 
 def _advice(c: Comparison, policy: TaskPolicy, margin: float, family: int,
@@ -413,14 +471,17 @@ def _flipped(base: TaskRecords, candidate: TaskRecords) -> tuple[FlippedItem, ..
 
 def judge_candidate(name: str, kind: str, tasks: Mapping[str, Sequence[TaskTriple]], *,
                     n_boot: int = DEFAULT_N_BOOT, seed: int = 0, path: str | None = None,
-                    fingerprint: str | None = None, workers: int | None = None
+                    fingerprint: str | None = None, workers: int | None = None,
+                    sequential: Mapping[str, SequentialOutcome] | None = None
                     ) -> CandidateVerdict:
     """Every tier of one candidate; see the module docstring for the rule.
 
     `tasks` maps a tier name to its (base, candidate, policy) triples, the
     records already paired (same items, same order). `workers` threads
     compute the tasks' statistics (None: one per available CPU); results do
-    not depend on it, nor on the order of tasks.
+    not depend on it, nor on the order of tasks. `sequential` maps a task to
+    how it was scored in rounds (gate.rounds); a task decided early takes the
+    decision of its confidence sequence.
     """
     unknown = sorted(set(tasks) - set(TIERS))
     if unknown:
@@ -436,15 +497,18 @@ def judge_candidate(name: str, kind: str, tasks: Mapping[str, Sequence[TaskTripl
     for tier in present:
         _check_unique(tier, tasks[tier])
     flat = [triple for tier in present for triple in tasks[tier]]
-    comparisons = iter(_compare_all(flat, n_boot=n_boot, seed=seed, workers=workers))
-    tiers = tuple(_tier_verdict(tier, tasks[tier], [next(comparisons) for _ in tasks[tier]])
+    comparisons = iter(_compare_all(flat, n_boot=n_boot, seed=seed, workers=workers,
+                                    sequential=sequential))
+    tiers = tuple(_tier_verdict(tier, tasks[tier], [next(comparisons) for _ in tasks[tier]],
+                                sequential)
                   for tier in present)
     every = [t for tier in tiers for t in tier.tasks]
     warnings = tuple(
         f"{t.tier} tier: {t.task} is inconclusive ({_interval(t)}); counted as a pass "
         f"under inconclusive: warn" + (" (base at chance)" if "base_at_chance" in t.flags else "")
-        for t in every if t.verdict is Verdict.INCONCLUSIVE and t.inconclusive == "warn")
-    failing = [t for t in every if t.resolved is Verdict.FAIL]
+        for t in every if t.verdict is Verdict.INCONCLUSIVE and t.inconclusive == "warn"
+        and not t.stopped_by_candidate)
+    failing = [t for t in every if t.resolved is Verdict.FAIL and not t.stopped_by_candidate]
     verdict = Verdict.FAIL if failing else Verdict.PASS
     return CandidateVerdict(name=name, kind=kind, verdict=verdict,
                             reason=_candidate_reason(every, failing, warnings), tiers=tiers,
@@ -550,7 +614,18 @@ def judge_release(candidates: Sequence[CandidateVerdict],
 
 
 __all__ = [
-    "Advice", "CandidateVerdict", "FlippedItem", "ReleaseVerdict", "TaskTriple", "TaskVerdict",
-    "TierVerdict", "Verdict", "chance_tolerance", "judge_candidate", "judge_release",
-    "judge_task", "judge_tier",
+    "Advice",
+    "CandidateVerdict",
+    "FlippedItem",
+    "ReleaseVerdict",
+    "TaskTriple",
+    "TaskVerdict",
+    "TierVerdict",
+    "Verdict",
+    "base_score",
+    "chance_tolerance",
+    "judge_candidate",
+    "judge_release",
+    "judge_task",
+    "judge_tier",
 ]

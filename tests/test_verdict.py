@@ -287,7 +287,7 @@ def test_to_dict_has_the_results_shape_and_is_strict_json() -> None:
         "task", "metric", "higher_is_better", "aggregation", "base_score", "candidate_score",
         "delta", "ci_low", "ci_high", "ci_level", "method", "p_value", "p_fail",
         "p_fail_adjusted", "p_pass", "n", "n_used", "kind", "margin", "threshold", "verdict",
-        "inconclusive_policy", "advice", "chance", "flags", "flipped"}
+        "inconclusive_policy", "advice", "chance", "flags", "flipped", "sequential"}
     assert set(tier["tasks"][0]["flipped"][0]) == {"doc_id", "prompt", "target",
                                                    "base_response", "candidate_response"}
 
