@@ -333,3 +333,21 @@ def test_gate_run_publishes_the_baseline_it_computed(wandb_home: Path) -> None:
     folder = _staged_folder(artifact, wandb_home / "as-uploaded")
     assert len(BaselineStore(folder).list()) == 3
     assert BaselineStore(folder).verify() == []
+
+
+def test_baseline_commands_work_on_a_wandb_store_and_rm_publishes(wandb_home: Path) -> None:
+    from gate.cli.baseline import baseline as baseline_cli
+
+    store = open_store(REF.uri)  # offline: this machine's copy under $XDG_CACHE_HOME
+    kept = store.put(make_key(task="toy_math"), make_records(task="toy_math"))
+    gone = store.put(make_key(), make_records())
+    runner = CliRunner()
+    listed = runner.invoke(baseline_cli, ["list", "--json", "--store", REF.uri])
+    assert listed.exit_code == 0, listed.output
+    assert {row["digest"] for row in json.loads(listed.output)} == {kept, gone}
+
+    result = runner.invoke(baseline_cli, ["rm", gone[:12], "--store", REF.uri])
+    assert result.exit_code == 0, result.output
+    assert f"removed {gone}" in result.output and "wandb sync" in result.output
+    _, artifact = _offline_artifact(wandb_home)
+    assert [e.digest for e in BaselineStore(_staged_folder(artifact, wandb_home / "up")).list()] == [kept]
