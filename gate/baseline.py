@@ -19,9 +19,10 @@ unlisted file that `verify --repair` adopts or removes. Every read checks the
 sha256 recorded in the manifest and raises `StoreError` rather than return
 data from a truncated or tampered file.
 
-Storage goes through `StoreBackend` (bytes by name, plus a lock) so a remote
-backend (a W&B artifact, `wandb://entity/project/name:alias`) can be added
-without touching the logic here; `DirectoryBackend` is the one there is.
+Storage goes through `StoreBackend` (bytes by name, plus a lock): a
+`DirectoryBackend`, or a W&B artifact (`wandb://entity/project/name:alias`,
+`gate.baseline_wandb`) kept as a local directory copy, so the rules above
+apply to both unchanged.
 """
 
 from __future__ import annotations
@@ -115,6 +116,14 @@ class StoreBackend(ABC):
     def lock(self, name: str, timeout: float | None) -> AbstractContextManager[None]:
         """An exclusive lock shared by every process using this store."""
 
+    def flush(self) -> str | None:
+        """Share what this process wrote, for a backend that keeps a local copy.
+
+        A directory is shared as soon as it is written: nothing to do (None).
+        A remote backend publishes and returns a line saying where it went.
+        """
+        return None
+
 
 class DirectoryBackend(StoreBackend):
     """A store in a local (or shared network) directory, locked with `filelock`."""
@@ -196,12 +205,16 @@ class DirectoryBackend(StoreBackend):
 
 
 def open_store(spec: str | os.PathLike[str] = DEFAULT_STORE) -> BaselineStore:
-    """A store from a user's `--store` value: a directory path (a URL later)."""
+    """A store from a user's `--store` value: a directory, or `wandb://entity/project/name:alias`.
+
+    A `wandb://` store downloads the artifact here (see `gate.baseline_wandb`):
+    call `BaselineStore.flush()` once new entries are stored to publish them.
+    """
     text = os.fspath(spec)
     if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise InputError(f"baseline store {text!r}: the {scheme}:// backend is not available yet",
-                         key="store", fix="use a directory path, e.g. .gate/baselines")
+        from gate.baseline_wandb import open_wandb_store, parse_store_uri
+
+        return open_wandb_store(parse_store_uri(text))
     return BaselineStore(Path(text))
 
 
@@ -335,6 +348,50 @@ class BaselineStore:
         return self._decode(info.name, data, info.digest)[1]
 
     # ---- the API
+
+    def flush(self) -> str | None:
+        """Publish what this process stored, where the backend is remote (wandb://).
+
+        Call once the run's new entries are stored. A no-op (None) for a
+        directory; otherwise a line saying where the entries went.
+        """
+        return self.backend.flush()
+
+    def merge_from(self, other: BaselineStore) -> builtins.list[str]:
+        """Add the entries of `other` that this store lacks or holds damaged; their digests.
+
+        Entry files are copied byte for byte with their manifest rows, without
+        decoding them: a damaged entry copied in is refused when read, with the
+        same message and fix as any entry of this store. An intact entry here
+        is kept (the same digest means the same inputs: interchangeable results).
+        """
+        theirs = other._read_manifest()
+        if not theirs:
+            return []
+        added: builtins.list[str] = []
+        superseded: builtins.list[str] = []
+        with self._manifest_lock():
+            ours = self._read_manifest()
+            for digest, info in sorted(theirs.items()):
+                mine = ours.get(digest)
+                if mine is not None and self._intact(mine):
+                    continue
+                data = other.backend.read(info.name)
+                if data is not None:
+                    self.backend.write(info.name, data)
+                if mine is not None and mine.name != info.name:
+                    superseded.append(mine.name)
+                ours[digest] = info
+                added.append(digest)
+            if added:
+                self._write_manifest(ours)
+            for name in superseded:
+                self.backend.delete(name)
+        return added
+
+    def _intact(self, info: EntryInfo) -> bool:
+        data = self.backend.read(info.name)
+        return data is not None and _sha256(data) == info.checksum
 
     def get(self, key: BaselineKey) -> TaskRecords | None:
         """The stored records for `key`, None when there is no entry.

@@ -176,9 +176,23 @@ class BaselineConfig(Strict):
     """Where the base model's results are stored and whether they must exist."""
 
     store: str = ".gate/baselines"
-    """Baseline store directory (relative to the config file)."""
+    """Baseline store: a directory (relative to the config file) or wandb://entity/project/name[:alias]."""
     require: bool = False
     """Exit 2 instead of computing a missing or stale baseline (CI that must not spend GPU time on the base)."""
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        if "://" in v:
+            from gate.baseline_wandb import parse_store_uri
+            from gate.errors import InputError
+
+            try:
+                parse_store_uri(v)
+            except InputError as exc:
+                problem = exc.problems[0]
+                raise ValueError(f"{problem.message} (fix: {problem.fix})") from exc
+        return v
 
 
 class WandbConfig(Strict):

@@ -90,7 +90,7 @@ def _absolutize(data: dict[str, Any], root: Path) -> dict[str, Any]:
             fixed.append(c)
         data["candidates"] = fixed
     bl = data.get("baseline")
-    if isinstance(bl, dict) and isinstance(bl.get("store"), str):
+    if isinstance(bl, dict) and isinstance(bl.get("store"), str) and "://" not in bl["store"]:
         data["baseline"] = {**bl, "store": str(resolve(bl["store"], root))}
     return data
 
@@ -118,7 +118,7 @@ def _apply_overrides(data: dict[str, Any], ov: Overrides, cwd: Path) -> dict[str
         if ov.require_baseline is not None:
             bl["require"] = ov.require_baseline
         if ov.store:
-            bl["store"] = str(resolve(ov.store, cwd))
+            bl["store"] = ov.store if "://" in ov.store else str(resolve(ov.store, cwd))
         data["baseline"] = bl
     data.setdefault("thresholds", str(resolve("thresholds.yaml", cwd)))
     data.setdefault("out", str(resolve("gate-out", cwd)))

@@ -357,6 +357,8 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
                     for p in plans_left:
                         dest.put(key_for(spec.name, p), recs[p.name])
                         records[spec.name][p.name] = recs[p.name]
+    if published := store.flush():  # a wandb:// store publishes the entries added; a directory: no-op
+        say(published)
     if not specs:
         say("every result is cached: nothing to serve")
         probe_run.results.append(probes_mod.ProbeResult(

@@ -400,9 +400,10 @@ def test_lock_wait_times_out_with_a_store_error(tmp_path: Path) -> None:
         store.compute_or_wait(make_key(), make_records, timeout=0.2)
 
 
-def test_remote_stores_are_not_there_yet() -> None:
-    with pytest.raises(InputError, match="wandb:// backend is not available yet"):
-        open_store("wandb://team/proj/baselines:latest")
+def test_a_store_url_of_an_unknown_kind_is_bad_input() -> None:
+    # wandb:// stores are tested in test_baseline_wandb.py.
+    with pytest.raises(InputError, match=r"unknown scheme s3://.*wandb://ENTITY/PROJECT/NAME"):
+        open_store("s3://bucket/baselines")
 
 
 # --------------------------------------------------------------------------- CLI

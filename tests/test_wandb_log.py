@@ -5,9 +5,9 @@ Go core only materializes media files: tables under `files/media/table/`, HTML
 under `files/media/html/`). Config, summary, run and artifact records live
 only in the run's transaction log `run-<id>.wandb`, and 0.31 ships no Python
 reader for it (`wandb.sdk.internal.datastore` is gone). The log is LevelDB's
-log format behind a 7-byte W&B header, holding `wandb.proto` `Record`s, so
-`_records` below unframes it and parses each record with wandb's own protobuf
-classes.
+log format behind a 7-byte W&B header, holding `wandb.proto` `Record`s;
+`tests/wandb_replay.py` unframes it and parses each record with wandb's own
+protobuf classes.
 
 In 0.31 `run.finish()` offline may return while wandb-core is still writing
 that log (seen: a 7-byte file, header only, 2 runs in 15); `wandb.teardown()`
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from typing import Any
 import pytest
 
 wandb = pytest.importorskip("wandb")
-from wandb.proto import wandb_internal_pb2 as pb  # noqa: E402
+from wandb_replay import replay  # noqa: E402
 
 from gate.errors import EXIT_INPUT, InputError  # noqa: E402
 from gate.integrations.wandb_log import (  # noqa: E402
@@ -47,74 +46,6 @@ from gate.report import write_all  # noqa: E402
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 CANARY_WANDB = "canary-wandb-5f0c1e2d3b4a59687766554433221100ffeeddcc"
 CANARY_HF = "canary-hf-hf_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123"
-
-# LevelDB log framing, as wandb writes it: file header ":W&B" + magic 0xBEE1
-# + version 0; then 32 KiB blocks of chunks, each chunk a header of
-# crc32c (4) + length (2, LE) + type (1): FULL=1, FIRST=2, MIDDLE=3, LAST=4.
-_BLOCK = 32 * 1024
-_CHUNK_HEADER = 7
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def _records(log: Path) -> list[Any]:
-    data = log.read_bytes()
-    ident, magic, version = struct.unpack("<4sHB", data[:7])
-    assert (ident, magic, version) == (b":W&B", 0xBEE1, 0), f"not a W&B transaction log: {log}"
-    records: list[Any] = []
-    pos, pending = 7, b""
-    while pos + _CHUNK_HEADER <= len(data):
-        left = _BLOCK - pos % _BLOCK
-        if left < _CHUNK_HEADER:  # block trailer padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _CHUNK_HEADER])
-        if kind == 0 and length == 0:  # zero padding to the end of the block
-            pos += left
-            continue
-        chunk = data[pos + _CHUNK_HEADER:pos + _CHUNK_HEADER + length]
-        pos += _CHUNK_HEADER + length
-        if kind in (_FIRST, _MIDDLE):
-            pending = chunk if kind == _FIRST else pending + chunk
-            continue
-        assert kind in (_FULL, _LAST), f"unknown chunk type {kind} in {log}"
-        record = pb.Record()  # type: ignore[attr-defined]
-        record.ParseFromString(pending + chunk if kind == _LAST else chunk)
-        records.append(record)
-        pending = b""
-    return records
-
-
-def _set(target: dict[str, Any], item: Any) -> None:
-    path = [item.key] if item.key else list(item.nested_key)
-    for part in path[:-1]:
-        target = target.setdefault(part, {})
-    target[path[-1]] = json.loads(item.value_json)
-
-
-def replay(run_dir: Path) -> dict[str, Any]:
-    """What a run folder's transaction log says: run, config, summary, artifacts."""
-    (log,) = run_dir.glob("run-*.wandb")
-    out: dict[str, Any] = {"run": None, "config": {}, "summary": {}, "artifacts": [],
-                           "history": [], "environment": []}
-    for record in _records(log):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            out["run"] = record.run
-            for item in record.run.config.update:
-                _set(out["config"], item)
-        elif kind == "config":
-            for item in record.config.update:
-                _set(out["config"], item)
-        elif kind == "summary":
-            for item in record.summary.update:
-                _set(out["summary"], item)
-        elif kind == "artifact":
-            out["artifacts"].append(record.artifact)
-        elif kind == "history":
-            out["history"].append(record.history)
-        elif kind == "environment":
-            out["environment"].append(record.environment)
-    return out
 
 
 def _flush() -> None:

@@ -29,7 +29,7 @@ def store_option(func: F) -> F:
     """--store, shared by every baseline command."""
     return click.option(
         "--store", "store", default=str(DEFAULT_STORE), show_default=True, envvar="GATE_BASELINE_STORE",
-        help="Baseline store directory (env GATE_BASELINE_STORE).",
+        help="Baseline store: a directory or wandb://ENTITY/PROJECT/NAME[:ALIAS] (env GATE_BASELINE_STORE).",
     )(func)
 
 
@@ -123,6 +123,8 @@ def verify_cmd(store: str, repair: bool) -> None:
     for problem in problems:
         click.echo(f"repaired: {problem.render()}")
     click.echo(f"ok: {len(bstore.list())} baseline(s) kept in {store}")
+    if published := bstore.flush():  # a wandb:// store publishes the repaired copy
+        click.echo(published)
 
 
 @baseline.command("rm")
@@ -131,5 +133,8 @@ def verify_cmd(store: str, repair: bool) -> None:
 @handle_errors
 def rm_cmd(digest: str, store: str) -> None:
     """Remove one entry (by digest or a unique prefix); the next run recomputes it."""
-    removed = open_store(store).rm(digest)
+    bstore = open_store(store)
+    removed = bstore.rm(digest)
     click.echo(f"removed {removed}")
+    if published := bstore.flush():  # a wandb:// store publishes the copy without it
+        click.echo(published)

@@ -17,7 +17,7 @@ from gate.cli.summary import print_summary
 @config_options
 @click.option("--require-baseline", is_flag=True, default=None,
               help="Exit 2 instead of computing a missing or stale baseline (no GPU time on the base).")
-@click.option("--store", help="Baseline store directory (overrides baseline.store).")
+@click.option("--store", help="Baseline store: a directory or wandb://ENTITY/PROJECT/NAME[:ALIAS] (overrides baseline.store).")
 @click.option("--wandb-project", help="Log the verdict to this W&B project.")
 @click.option("--wandb-entity", help="W&B entity (team or user).")
 @click.option("--wandb-run-id", help="Attach to this W&B run (e.g. the fine-tuning run) instead of creating one.")
