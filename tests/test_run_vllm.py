@@ -105,6 +105,40 @@ def test_zero_lora_b_gives_exactly_zero_deltas(first_run, tmp_path: Path) -> Non
     assert noop and noop[0]["status"] == "noop"
 
 
+def test_early_stopping_gives_the_verdicts_of_a_full_evaluation(first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The first run scored candidates in rounds (the toy thresholds' default);
+    this one scores every item. Every verdict the rounds decided is the full
+    evaluation's; tasks stopped because their candidate had already failed are
+    marked so; overfit's general tier needed at most half of its items."""
+    config, _, rounds = first_run
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    th = yaml.safe_load(Path(cfg["thresholds"]).read_text(encoding="utf-8"))
+    th["sequential"] = {"enabled": False}
+    (tmp_path / "th.yaml").write_text(yaml.safe_dump(th), encoding="utf-8")
+    cfg.update(thresholds=str(tmp_path / "th.yaml"), out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+    cfg.pop("wandb", None)
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    res = CliRunner().invoke(cli, ["run", "--config", str(tmp_path / "gate.yaml")])
+    full = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert res.exit_code == 1, res.output
+    assert _verdicts(rounds) == _verdicts(full)
+    assert rounds["release"]["verdict"] == full["release"]["verdict"]
+    tasks = {(c["name"], t["task"]): t for c in rounds["candidates"] for tier in c["tiers"] for t in tier["tasks"]}
+    stopped = 0
+    for (name, task), t in {(c["name"], t["task"]): t for c in full["candidates"]
+                            for tier in c["tiers"] for t in tier["tasks"]}.items():
+        got = tasks[(name, task)]
+        assert t["sequential"] is None and t["n_used"] == t["n"]
+        if got["sequential"]["stopped"] == "candidate_failed":
+            stopped += 1
+            assert got["verdict"] == "INCONCLUSIVE" and "stopped_candidate_failed" in got["flags"]
+        else:
+            assert got["verdict"] == t["verdict"], (name, task, got["sequential"])
+    assert stopped  # fail_fast did stop something on the failing candidates
+    general = _tier(rounds, "overfit", "general")["tasks"]
+    assert sum(t["n_used"] for t in general) <= sum(t["n"] for t in general) / 2
+
+
 def _spawn_gate(config: Path):  # type: ignore[no-untyped-def]
     """`gate run` in its own session, with its stderr collected line by line."""
     import subprocess
