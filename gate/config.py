@@ -117,6 +117,9 @@ class VllmConfig(Strict):
     """Per-request timeout for scoring calls."""
     num_concurrent: int = Field(8, ge=1)
     """Concurrent requests per evaluated model."""
+    batch_size: int = Field(32, ge=1)
+    """Prompts per HTTP request: fewer round trips for short prompts (the server batches
+    them all the same; 1 sends one prompt per request)."""
     max_retries: int = Field(3, ge=0)
     """Retries per request, with backoff, before the evaluation fails (exit 3)."""
     extra_args: list[str] = Field(default_factory=list)
@@ -140,6 +143,9 @@ class EndpointConfig(Strict):
     """Per-request timeout for scoring calls."""
     num_concurrent: int = Field(8, ge=1)
     """Concurrent requests per evaluated model."""
+    batch_size: int = Field(32, ge=1)
+    """Prompts per HTTP request: fewer round trips for short prompts (the server batches
+    them all the same; 1 sends one prompt per request)."""
     max_retries: int = Field(3, ge=0)
     """Retries per request, with backoff, before the evaluation fails (exit 3)."""
 

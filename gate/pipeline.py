@@ -56,7 +56,7 @@ def make_engine(cfg: RunConfig) -> Engine:
             quantization=cfg.base.quantization, max_num_seqs=v.max_num_seqs,
             enforce_eager=bool(v.enforce_eager), extra_args=list(v.extra_args),
             health_timeout_s=v.health_timeout_s, request_timeout_s=v.request_timeout_s,
-            num_concurrent=v.num_concurrent, max_retries=v.max_retries, port=v.port,
+            num_concurrent=v.num_concurrent, batch_size=v.batch_size, max_retries=v.max_retries, port=v.port,
             trust_remote_code=cfg.base.trust_remote_code,
         )
         return VllmEngine(opts, allow_pickle=allow_pickle)
@@ -68,7 +68,8 @@ def make_engine(cfg: RunConfig) -> Engine:
         names = {BASE_NAME: e.base_name, **{c.name: e.names.get(c.name, c.name) for c in cfg.candidates}}
         return EndpointEngine(EndpointOptions(
             base_url=e.base_url, api_key_env=e.api_key_env, served_names=names,
-            request_timeout_s=e.request_timeout_s, num_concurrent=e.num_concurrent, max_retries=e.max_retries,
+            request_timeout_s=e.request_timeout_s, num_concurrent=e.num_concurrent, batch_size=e.batch_size,
+            max_retries=e.max_retries,
             trust_remote_code=cfg.base.trust_remote_code, version_label=e.engine_version))
     if kind == "hf":
         from gate.serve.hf import HfEngine, HfOptions

@@ -237,3 +237,23 @@ def test_health_without_probe_is_alive_until_marked():
     health.mark_dead(1)
     with pytest.raises(ServerGone):
         health.check()
+
+
+def test_parallel_settings_in_gate_yaml_reach_the_command_line():
+    """The path a user takes: engine.vllm in gate.yaml -> make_engine -> `vllm serve` flags."""
+    from gate.config import RunConfig
+    from gate.pipeline import make_engine
+
+    cfg = RunConfig.model_validate({
+        "base": {"path": "/models/base"}, "candidates": [{"name": "a", "adapter": "/adapters/a"}],
+        "suite": "suites/default.yaml",
+        "engine": {"kind": "vllm", "vllm": {
+            "tensor_parallel_size": 8, "pipeline_parallel_size": 2, "data_parallel_size": 2,
+            "batch_size": 4, "extra_args": ["--distributed-executor-backend", "ray"]}}})
+    engine = make_engine(cfg)
+    cmd = build_command([BASE], engine.options, 1, cpu=False, lora_rank=None, cpu_lora_fix=False)  # type: ignore[attr-defined]
+    assert _arg(cmd, "--tensor-parallel-size") == "8"
+    assert _arg(cmd, "--pipeline-parallel-size") == "2"
+    assert _arg(cmd, "--data-parallel-size") == "2"
+    assert _arg(cmd, "--distributed-executor-backend") == "ray"
+    assert engine.options.batch_size == 4  # type: ignore[attr-defined]

@@ -118,7 +118,7 @@ class GateCompletionsLM(LocalCompletionsAPI):
 
 def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, health: ServerHealth,
                    num_concurrent: int, max_retries: int, timeout_s: float,
-                   add_bos_token: bool, max_length: int | None = None,
+                   add_bos_token: bool, max_length: int | None = None, batch_size: int = 1,
                    api_key: str | None = None, trust_remote_code: bool = False,
                    revision: str | None = None) -> GateCompletionsLM:
     """One LM per served model name, all scoring through `/v1/completions`.
@@ -126,6 +126,10 @@ def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, healt
     tokenized_requests=True: lm-eval tokenizes with the base tokenizer and sends
     token ids, so the context/continuation split is the same as the hf engine's
     (sending strings lets the server re-tokenize the joined text differently).
+    batch_size: prompts per HTTP request (lm-eval's `batch_size` for API models).
+    A small model scores a prompt in about the time the HTTP round trip and
+    JSON take, so one prompt per request leaves the engine mostly idle
+    (bench/bench_engine.py); the server batches the prompts all the same.
     """
     kwargs: dict[str, Any] = {
         "base_url": base_url.rstrip("/") + "/completions" if base_url.rstrip("/").endswith("/v1")
@@ -135,6 +139,7 @@ def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, healt
         "tokenizer_backend": "huggingface",
         "tokenized_requests": True,
         "num_concurrent": num_concurrent,
+        "batch_size": batch_size,
         "max_retries": max_retries,
         "timeout": int(timeout_s),
         "add_bos_token": add_bos_token,

@@ -41,6 +41,7 @@ class EndpointOptions:
     connect_deadline_s: float = 8.0  # all attempts together: an unreachable or silent endpoint fails fast
     request_timeout_s: float = 300.0
     num_concurrent: int = 4
+    batch_size: int = 32
     max_retries: int = 3
     max_model_len: int | None = None
     trust_remote_code: bool = False
@@ -136,6 +137,7 @@ class EndpointEngine(Engine):
                 served_name=self.served_name(m),
                 tokenizer_dir=m.path if m.kind == "full" else m.base_path, health=health,
                 num_concurrent=self.options.num_concurrent, max_retries=self.options.max_retries,
+                batch_size=self.options.batch_size,
                 timeout_s=self.options.request_timeout_s, add_bos_token=add_bos,
                 max_length=self.options.max_model_len, api_key=api_key,
                 trust_remote_code=self.options.trust_remote_code)

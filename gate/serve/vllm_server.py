@@ -66,6 +66,7 @@ class VllmOptions:
     health_timeout_s: float = 600.0
     request_timeout_s: float = 300.0
     num_concurrent: int = 4
+    batch_size: int = 32
     max_retries: int = 3
     port: int | None = None  # None: a free port
     trust_remote_code: bool = False
@@ -344,7 +345,7 @@ class VllmEngine(Engine):
                     health=server.health, num_concurrent=self.options.num_concurrent,
                     max_retries=self.options.max_retries, timeout_s=self.options.request_timeout_s,
                     add_bos_token=add_bos, max_length=self.options.max_model_len,
-                    trust_remote_code=self.options.trust_remote_code)
+                    batch_size=self.options.batch_size, trust_remote_code=self.options.trust_remote_code)
             try:
                 yield lms
             except ServerGone as exc:
