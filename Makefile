@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-fast bench lint toy venv browser clean
+.PHONY: demo test test-fast bench bench-quick lint toy venv browser clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -29,8 +29,13 @@ test-fast: venv
 toy: venv
 	$(BIN)/gate toy build
 
+## make bench: every benchmark (about an hour on 2 cores), results recorded under bench/results/
 bench: venv toy
 	$(BIN)/python bench/run_all.py
+
+## make bench-quick: a smoke run of every benchmark (one repeat, small sizes)
+bench-quick: venv toy
+	$(BIN)/python bench/run_all.py --quick
 
 lint: venv
 	$(BIN)/ruff check gate tests bench scripts

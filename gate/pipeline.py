@@ -203,18 +203,19 @@ class ProbeRun:
     def _parity(self, group: list[ModelSpec], served: dict[str, list[float]]) -> None:
         from transformers import AutoTokenizer
 
-        from gate.serve.hf import HfEngine, HfOptions
+        from gate.serve.hf import HfOptions
+        from gate.serve.hf_reference import reference_loglikelihoods
 
         self.say(f"probe: engine parity against the hf reference ({', '.join(s.name for s in group)})")
         tok = AutoTokenizer.from_pretrained(group[0].base_path, trust_remote_code=self.cfg.base.trust_remote_code)
         n_tokens = [len(tok(t).input_ids) for t in self.texts]
-        ref_engine = HfEngine(HfOptions(dtype="float32", trust_remote_code=self.cfg.base.trust_remote_code,
-                                        allow_pickle=any(c.allow_pickle for c in self.cfg.candidates)))
-        with ref_engine.serve(group, Path(self.cfg.out) / "logs") as ref_lms:
-            for spec in group:
-                ref = probes_mod.rolling_loglikelihoods(ref_lms[spec.name], self.texts)
-                self.results.append(probes_mod.engine_parity(spec.name, served[spec.name], ref, n_tokens,
-                                                             self.cfg.probes.parity_tolerance))
+        options = HfOptions(dtype="float32", trust_remote_code=self.cfg.base.trust_remote_code,
+                            allow_pickle=any(c.allow_pickle for c in self.cfg.candidates))
+        # In a child process: torch, PEFT and the weights never enter the gate's own memory.
+        refs = reference_loglikelihoods(group, self.texts, options, Path(self.cfg.out) / "logs")
+        for spec in group:
+            self.results.append(probes_mod.engine_parity(spec.name, served[spec.name], refs[spec.name], n_tokens,
+                                                         self.cfg.probes.parity_tolerance))
         probes_mod.raise_on_mismatch(self.results)
 
 

