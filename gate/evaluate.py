@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,7 +237,9 @@ def evaluate_model(lm: Any, plans: Sequence[TaskPlan], *, task_manager: Any, cac
             bootstrap_iters=0,
             random_seed=seed,
             numpy_random_seed=seed,
-            torch_random_seed=seed,
+            # Seeding torch imports it (~250 MB). Only an in-process torch model
+            # could use its RNG, and such a model has imported torch already.
+            torch_random_seed=seed if "torch" in sys.modules else None,
             fewshot_random_seed=seed,
         )
     except EngineError:

@@ -143,3 +143,16 @@ def test_rank_above_512_cannot_round():
 def test_max_lora_rank_over_adapters(tiny):
     infos = [validate_adapter(tiny["lora"], tiny["base"])]
     assert max_lora_rank(infos) == 8
+
+
+def test_base_shapes_from_safetensors_headers_equal_the_model_class(tiny):
+    """Validation reads the base's shapes from its safetensors headers (no torch in
+    the gate's process); they must be the shapes transformers' own model has."""
+    from pathlib import Path
+
+    from gate.serve.adapters import _base_modules_from_headers, _base_modules_meta
+
+    headers = _base_modules_from_headers(Path(tiny["base"]))
+    meta = _base_modules_meta(str(tiny["base"]), False)
+    assert headers and all(meta[name] == shape for name, shape in headers.items())
+    assert {n for n in meta if n.endswith("q_proj")} <= headers.keys()

@@ -100,17 +100,29 @@ def _tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
 
         state = torch.load(weights, map_location="cpu", weights_only=True)
         return {k: tuple(v.shape) for k, v in state.items()}
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(weights), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        shapes = header_shapes(weights)
         size = weights.stat().st_size
-    except Exception as exc:  # safetensors raises its own SafetensorError and OSError
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AdapterError(f"cannot read the safetensors file ({exc}); it is truncated or corrupt",
                            file=str(weights), fix="copy the adapter again from its source") from exc
     _check_not_truncated(weights, size)
     return shapes
+
+
+def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors header: 8 bytes of length, then JSON.
+
+    Read by hand rather than with safetensors' `safe_open(framework="pt")`,
+    which needs torch: shapes are all validation needs, and keeping torch out
+    of the gate's process keeps its memory small (bench/bench_memory.py).
+    """
+    with path.open("rb") as fh:
+        header_len = int.from_bytes(fh.read(8), "little")
+        if header_len <= 0 or header_len > 100_000_000:
+            raise ValueError(f"implausible header length {header_len}")
+        header = json.loads(fh.read(header_len))
+    return {k: tuple(int(d) for d in v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
 def _check_not_truncated(weights: Path, size: int) -> None:
@@ -126,7 +138,37 @@ def _check_not_truncated(weights: Path, size: int) -> None:
         )
 
 
-def _base_modules(base_dir: str, trust_remote_code: bool) -> dict[str, tuple[int, ...]]:
+def _base_modules(base_dir: str, trust_remote_code: bool,
+                  wanted: set[str]) -> dict[str, tuple[int, ...]]:
+    """Module name -> weight shape of the base.
+
+    From the base's safetensors headers when they name every module the
+    adapter has weights for (no torch, no model class: a few KB read);
+    otherwise (a hub id, a quantized or tied checkpoint, a layout whose
+    parameter names differ from its module names) from the model class built
+    on the meta device, as transformers itself would build it.
+    """
+    from_headers = _base_modules_from_headers(Path(base_dir))
+    if from_headers and wanted <= from_headers.keys():
+        return from_headers
+    return _base_modules_meta(base_dir, trust_remote_code)
+
+
+def _base_modules_from_headers(base: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+        if config.get("quantization_config"):  # packed shapes: not the module's shape
+            return {}
+        files = sorted(base.glob("*.safetensors"))
+        shapes: dict[str, tuple[int, ...]] = {}
+        for f in files:
+            shapes.update(header_shapes(f))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {k[: -len(".weight")]: v for k, v in shapes.items() if k.endswith(".weight")}
+
+
+def _base_modules_meta(base_dir: str, trust_remote_code: bool) -> dict[str, tuple[int, ...]]:
     """Module name -> weight shape of the base, built on the meta device (no weights)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -233,7 +275,8 @@ def validate_adapter(adapter_dir: str | Path, base_dir: str | Path, *, allow_pic
                                 fix="use the hf engine, or merge the adapter into a full model"))
 
     targets = _targets(cfg)
-    base_modules = _base_modules(base, trust_remote_code)
+    wanted = {m.group("module") for k in shapes if (m := _LORA_KEY.match(k))}
+    base_modules = _base_modules(base, trust_remote_code, wanted)
     matched = [name for name in base_modules if _matches(targets, name)]
     if not matched:
         problems.append(Problem(
