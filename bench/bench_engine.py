@@ -1,7 +1,9 @@
 """Engine efficiency (issue 7b): the gate's scoring throughput against the raw engine.
 
-The gate scores through vLLM's OpenAI server (lm-eval's local-completions, one
-HTTP request per loglikelihood request, `num_concurrent` in flight). The raw
+The gate scores through vLLM's OpenAI server (lm-eval's local-completions,
+`engine.vllm.batch_size` prompts per HTTP request, 32 by default, with
+`num_concurrent` requests in flight, and every rolling text's windows in one
+batch). The raw
 engine here is vLLM's offline `LLM` API in this process, with the settings the
 gate gives its server (float32, enforce_eager, the CPU memory share; the base
 alone, so no LoRA and no plugin), fed exactly the token sequences the gate
@@ -17,10 +19,9 @@ server start-up excluded:
   (lm-eval builds the tasks, requests, metrics and samples);
 - gate, requests: the part of it inside lm-eval's request loop (HTTP + engine);
 - raw: `LLM.generate` on the same token sequences.
-Both sides get one untimed warm-up. An experiment row times the same
-evaluation with --batch prompts per HTTP request (lm-eval's `batch_size`;
-the gate as shipped sends one), to show how much of the gap is per-request
-overhead. The two must agree: the summed
+Both sides get one untimed warm-up. A comparison row times the same
+evaluation with --batch prompts per HTTP request (default 1, lm-eval's own
+default), to show how much of the gap is per-request overhead. The two must agree: the summed
 continuation log-likelihoods of the first requests, from both, are compared.
 
     python bench/bench_engine.py [--runs 3]
@@ -99,8 +100,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--check", type=int, default=20, help="requests whose log-likelihoods are compared")
-    ap.add_argument("--batch", type=int, default=32,
-                    help="experiment row: prompts per HTTP request (lm-eval's batch_size; the gate sends 1)")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="comparison row: prompts per HTTP request (lm-eval's batch_size; 1 is lm-eval's default)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -178,12 +179,12 @@ def main() -> None:
 
     tokens = sum(len(ids) for ids, _ in requests)
     tps = {"gate, evaluate_model": tokens / median(gate_eval), "gate, request loop only": tokens / median(gate_req),
-           f"experiment: gate, {args.batch} prompts/HTTP request": tokens / median(batched),
+           f"gate with {args.batch} prompt(s)/HTTP request": tokens / median(batched),
            "raw vLLM LLM.generate": tokens / median(raw)}
     raw_tps = tps["raw vLLM LLM.generate"]
     rows = [(name, median(ts), tps[name], tps[name] / raw_tps)
             for name, ts in (("gate, evaluate_model", gate_eval), ("gate, request loop only", gate_req),
-                             (f"experiment: gate, {args.batch} prompts/HTTP request", batched),
+                             (f"gate with {args.batch} prompt(s)/HTTP request", batched),
                              ("raw vLLM LLM.generate", raw))]
     table(f"engine efficiency, toy base, {len(requests):,} loglikelihood requests, {tokens:,} scored tokens, "
           f"median of {args.runs}", ["path", "s", "tokens/s", "of raw"], rows)
