@@ -6,8 +6,9 @@ again every time), each run loading its weights again (hf model, peft= for
 LoRA adapters), on the same tasks and items. Gate: one cold `gate run`
 through vLLM (base once, all LoRAs on one server, full fine-tune on its own).
 
-Scored requests are counted from lm-eval's own per-sample logs (one request
-per answer choice, per generation, per rolling text). Prints a table and
+Scored requests are counted from lm-eval's own per-sample logs for the naive
+runs and from the gate's response caches (one entry per request) for the gate,
+one request per answer choice, per generation, per rolling text. Prints a table and
 writes bench/results/naive_vs_gate.json.
 Usage: python bench/bench_naive.py
 """
@@ -47,6 +48,19 @@ def lm_eval_run(world, out: Path, pretrained: Path, peft: Path | None) -> tuple[
     return wall, requests
 
 
+def cached_requests(cache_dir: Path) -> int:
+    """Requests the gate sent, counted in lm-eval's response caches (one per model):
+    one entry per answer choice, per generation, per rolling text, as in the
+    naive count. Items the rounds never reached were never requested."""
+    from sqlitedict import SqliteDict
+
+    total = 0
+    for db in sorted(cache_dir.rglob("*.db")):
+        with SqliteDict(str(db), flag="r") as d:
+            total += len(d)
+    return total
+
+
 def main() -> None:
     from gate import toy
     from gate.cli.demo import demo_config
@@ -56,7 +70,6 @@ def main() -> None:
         work = Path(tmp)
         naive_wall = 0.0
         naive_requests = 0
-        per_model = 0
         for i, (name, path) in enumerate(world.candidates.items()):
             lora = (Path(path) / "adapter_config.json").is_file()
             w_base, r_base = lm_eval_run(world, work / f"n{i}-base", world.base, None)
@@ -64,7 +77,6 @@ def main() -> None:
                                          Path(path) if lora else None)
             naive_wall += w_base + w_cand
             naive_requests += r_base + r_cand
-            per_model = r_base
             print(f"naive: base {w_base:.1f} s + {name} {w_cand:.1f} s", flush=True)
         cfg = demo_config(world, work / "out", "vllm", REPO)
         cfg.pop("wandb", None)
@@ -78,8 +90,7 @@ def main() -> None:
         gate_wall = time.perf_counter() - t
         if proc.returncode not in (0, 1):
             raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
-        models_scored = 1 + len(world.candidates)  # cold: the base once, each candidate once
-        gate_requests = models_scored * per_model
+        gate_requests = cached_requests(work / "cache")
     rows = [("wall time, s", naive_wall, gate_wall), ("scored requests", naive_requests, gate_requests)]
     print(f"\n{'toy world, 4 candidates':28} {'naive':>10} {'gate':>10} {'gate/naive':>11}  target")
     for label, n, g in rows:
