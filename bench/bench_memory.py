@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, record, table
+from benchlib import REPO, record, run_in_child, table
 
 TARGET_MB = 500.0
 SPLIT = {"target": 0.4, "related": 0.3, "general": 0.3}
@@ -106,11 +106,7 @@ def tokenizer_floor(base: str) -> float:
 
 
 def gate_run(config: Path) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(config)], capture_output=True, text=True, cwd=REPO)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")), None)
-    if line is None:
-        raise SystemExit(f"gate run failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return dict(json.loads(line[len("BENCH "):]))
+    return run_in_child(RUNNER, config)
 
 
 def main() -> None:

@@ -22,10 +22,8 @@ Prints a table and writes bench/results/scaling.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, median, record, table
+from benchlib import REPO, median, record, run_in_child, table
 
 TARGET = 3.0  # 8 candidates take at most 3x as long as 1
 RUNNER = r"""
@@ -75,11 +73,7 @@ def derive_adapters(careful: Path, dest: Path, count: int) -> list[Path]:
 
 
 def gate_run(config: Path) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(config)], capture_output=True, text=True, cwd=REPO)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")), None)
-    if line is None:
-        raise SystemExit(f"gate run failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return dict(json.loads(line[len("BENCH "):]))
+    return run_in_child(RUNNER, config)
 
 
 def main() -> None:

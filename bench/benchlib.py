@@ -11,6 +11,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from importlib import metadata
@@ -66,3 +68,14 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> N
     print("  ".join(str(h).ljust(w) if i == 0 else str(h).rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True))))
     for r in cells:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+
+
+def run_in_child(runner: str, config: Path) -> dict[str, Any]:
+    """Run `runner` (Python source that ends by printing one `BENCH <json>` line)
+    on a gate config in a fresh interpreter: every measurement starts from an
+    empty process, so imports and peak memory are those of one `gate run`."""
+    proc = subprocess.run([sys.executable, "-c", runner, str(config)], capture_output=True, text=True, cwd=REPO)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if line is None:
+        raise SystemExit(f"gate run failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return dict(json.loads(line[len("BENCH "):]))

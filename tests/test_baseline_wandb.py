@@ -9,12 +9,10 @@ as the directory store does.
 
 from __future__ import annotations
 
-import builtins
 import gzip
 import json
 import logging
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from fakeworld import fake_adapter_dir, fake_model_dir
 from test_baseline_store import make_key, make_records
 
 wandb = pytest.importorskip("wandb")
-from wandb_replay import replay  # noqa: E402
+from wandb_replay import hide_wandb, isolate_wandb, replay  # noqa: E402
 
 from gate.baseline import BaselineStore, open_store  # noqa: E402
 from gate.baseline_wandb import (  # noqa: E402
@@ -47,14 +45,7 @@ REF = WandbStoreRef("team", "finetunes", "base-store", "prod")
 @pytest.fixture
 def wandb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every place wandb and the store's local copies write, inside tmp_path."""
-    for var, sub in (("WANDB_DIR", "wandb-dir"), ("WANDB_DATA_DIR", "wandb-data"),
-                     ("WANDB_CACHE_DIR", "wandb-cache"), ("WANDB_CONFIG_DIR", "wandb-config"),
-                     ("WANDB_ARTIFACT_DIR", "wandb-artifacts"), ("XDG_CACHE_HOME", "xdg-cache")):
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    wandb.teardown()
+    isolate_wandb(tmp_path, monkeypatch, ("XDG_CACHE_HOME", "xdg-cache"))
     yield tmp_path
     wandb.teardown()
 
@@ -150,15 +141,7 @@ def test_gate_run_with_a_malformed_store_url_exits_2_naming_the_key(tmp_path: Pa
 
 
 def test_missing_wandb_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    real_import = builtins.__import__
-
-    def no_wandb(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "wandb" or name.startswith("wandb."):
-            raise ModuleNotFoundError("No module named 'wandb'", name="wandb")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_wandb)
-    monkeypatch.setitem(sys.modules, "wandb", None)
+    hide_wandb(monkeypatch)
     with pytest.raises(InputError) as caught:
         open_wandb_store(REF, cache_root=tmp_path, mode="online")
     assert caught.value.exit_code == EXIT_INPUT

@@ -17,7 +17,6 @@ call `_flush()` before reading.
 
 from __future__ import annotations
 
-import builtins
 import json
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 import pytest
 
 wandb = pytest.importorskip("wandb")
-from wandb_replay import replay  # noqa: E402
+from wandb_replay import hide_wandb, isolate_wandb, replay  # noqa: E402
 
 from gate.errors import EXIT_INPUT, InputError  # noqa: E402
 from gate.integrations.wandb_log import (  # noqa: E402
@@ -62,15 +61,7 @@ def _table(run_dir: Path, summary_value: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def wandb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every place wandb writes, inside tmp_path; a fresh wandb singleton."""
-    for var, sub in (("WANDB_DIR", "wandb-dir"), ("WANDB_DATA_DIR", "wandb-data"),
-                     ("WANDB_CACHE_DIR", "wandb-cache"), ("WANDB_CONFIG_DIR", "wandb-config"),
-                     ("WANDB_ARTIFACT_DIR", "wandb-artifacts")):
-        (tmp_path / sub).mkdir()
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    # wandb caches settings read from the environment in a process singleton.
-    wandb.teardown()
+    isolate_wandb(tmp_path, monkeypatch)
     yield tmp_path
     wandb.teardown()
 
@@ -241,15 +232,7 @@ def test_without_secrets_drops_secret_named_keys_at_any_depth() -> None:
 def test_missing_wandb_names_the_extra(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results, out = _out_dir(tmp_path, "passing.json")
-    real_import = builtins.__import__
-
-    def no_wandb(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "wandb" or name.startswith("wandb."):
-            raise ModuleNotFoundError("No module named 'wandb'", name="wandb")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_wandb)
-    monkeypatch.setitem(sys.modules, "wandb", None)  # importlib's view: not installed
+    hide_wandb(monkeypatch)
 
     with pytest.raises(InputError) as caught:
         log_to_wandb(results, out, project="finetunes")

@@ -87,3 +87,36 @@ def replay(run_dir: Path) -> dict[str, Any]:
         elif kind == "environment":
             out["environment"].append(record.environment)
     return out
+
+
+def hide_wandb(monkeypatch: Any) -> None:
+    """Make `import wandb` fail as it does when the `wandb` extra is not installed."""
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_wandb(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "wandb" or name.startswith("wandb."):
+            raise ModuleNotFoundError("No module named 'wandb'", name="wandb")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # importlib's view: not installed
+
+
+def isolate_wandb(tmp_path: Path, monkeypatch: Any, *extra: tuple[str, str]) -> None:
+    """Send every place wandb writes (and `extra` (variable, folder) pairs) into
+    tmp_path, offline, with a fresh wandb singleton: wandb caches settings read
+    from the environment in a process-wide singleton. Call `wandb.teardown()`
+    again when the test is done."""
+    import wandb
+
+    for var, sub in (("WANDB_DIR", "wandb-dir"), ("WANDB_DATA_DIR", "wandb-data"),
+                     ("WANDB_CACHE_DIR", "wandb-cache"), ("WANDB_CONFIG_DIR", "wandb-config"),
+                     ("WANDB_ARTIFACT_DIR", "wandb-artifacts"), *extra):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    wandb.teardown()
