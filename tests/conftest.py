@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The Ctrl-C tests send SIGINT to a `gate` child process. A shell that starts a
+# command in the background without job control (`make test &`, nohup, some CI
+# runners) starts it with SIGINT ignored, and an ignored signal is inherited
+# through exec: the gate would then never see the test's Ctrl-C. A handler set
+# here is reset to the default in every child, as an interactive shell gives it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
