@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from gate.errors import InputError, PairingError, Problem
-from gate.records import Aggregation, ItemKey, ItemText, TaskRecords
+from gate.records import Aggregation, ItemKey, ItemText, TaskRecords, select_items
 
 __all__ = ["pair_all", "pair_records", "records_from_evaluation", "records_from_output_dir"]
 
@@ -128,7 +128,7 @@ def pair_records(base: TaskRecords, cand: TaskRecords) -> tuple[TaskRecords, Tas
     if problems:
         raise PairingError(problems=_capped(problems, base.task))
     order = sorted(k.doc_id for k in base.keys)
-    return _reordered(base, order), _reordered(cand, order)
+    return select_items(base, order), select_items(cand, order)
 
 
 def pair_all(base: Mapping[str, TaskRecords], cand: Mapping[str, TaskRecords],
@@ -441,10 +441,3 @@ def _capped(problems: list[Problem], task: str) -> list[Problem]:
     rest = len(problems) - _MAX_LISTED
     return [*problems[:_MAX_LISTED],
             Problem(f"... and {rest} more unpaired items", key=task, fix=_PAIRING_FIX)]
-
-
-def _reordered(rec: TaskRecords, doc_ids: list[int]) -> TaskRecords:
-    where = {k.doc_id: i for i, k in enumerate(rec.keys)}
-    idx = [where[d] for d in doc_ids]
-    return replace(rec, keys=[rec.keys[i] for i in idx], num=rec.num[idx], den=rec.den[idx],
-                   texts=None if rec.texts is None else [rec.texts[i] for i in idx])

@@ -83,6 +83,8 @@ class _TaskRun:
     state: SequentialState | None
     note: str | None
     leaf_of: dict[int, str]
+    #: pooled id -> position in `base`, to pair each round with the base's items
+    base_at: dict[int, int]
     parts: list[TaskRecords] = field(default_factory=list)
     seen: list[int] = field(default_factory=list)
     decision: Decision | None = None
@@ -117,12 +119,10 @@ def pooled_ids(plan: TaskPlan) -> dict[int, tuple[str, int]]:
     The ids are those of `pool_records` with member sizes as offsets.
     """
     out: dict[int, tuple[str, int]] = {}
-    offset = 0
-    for leaf in plan.leaves:
+    for leaf, offset in _offsets(plan).items():
         docs = plan.selection.get(leaf)
         for doc in (docs if docs is not None else range(plan.n_docs[leaf])):
             out[offset + int(doc)] = (leaf, int(doc))
-        offset += plan.n_docs[leaf]
     return out
 
 
@@ -140,9 +140,7 @@ def sequential_note(base: TaskRecords, policy: TaskPolicy) -> str | None:
     if base.aggregation is not Aggregation.MEAN:
         return (f"{base.metric} is not a mean of per-item scores; decided on all items "
                 "by the bootstrap")
-    values = base.values
-    if not (np.all(np.isfinite(values)) and np.all(values >= -VALUE_SLACK)
-            and np.all(values <= 1 + VALUE_SLACK)):
+    if not _unit_bounded(base.values):
         return (f"per-item {base.metric} is not bounded in [0, 1]; decided on all items "
                 "by the bootstrap")
     chance = base.chance
@@ -213,7 +211,8 @@ def _prepare(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
         items = pooled_ids(p)
         order = scoring_order(p, seed)
         note = notes[p.name]
-        if note is None and {k.doc_id for k in rec.keys} != set(items):
+        base_at = {k.doc_id: i for i, k in enumerate(rec.keys)}
+        if note is None and base_at.keys() != items.keys():
             note = "the stored base items do not match the task's items; scored in full"
         if tier_judged[policy.tier]:
             split = split_alpha(policy.alpha, tier_size[policy.tier], settings.early_share)
@@ -228,7 +227,8 @@ def _prepare(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
         threshold = policy.threshold(base_score(rec))
         runs.append(_TaskRun(plan=p, base=rec, policy=policy, order=order, looks=looks, split=split,
                              threshold=threshold, state=state, note=note,
-                             leaf_of={i: leaf for i, (leaf, _) in items.items()}))
+                             leaf_of={i: leaf for i, (leaf, _) in items.items()},
+                             base_at=base_at))
     return runs
 
 
@@ -273,14 +273,12 @@ def _absorb(r: _TaskRun, got: Mapping[str, TaskRecords], ids: list[int], say: Sa
     if r.state is None:
         return
     values = rec.values
-    if not (np.all(np.isfinite(values)) and np.all(values >= -VALUE_SLACK)
-            and np.all(values <= 1 + VALUE_SLACK)):
+    if not _unit_bounded(values):
         r.state = None
         r.note = (f"per-item {rec.metric} of the candidate is not bounded in [0, 1]; decided "
                   "on all items by the bootstrap")
         return
-    where = {k.doc_id: i for i, k in enumerate(r.base.keys)}
-    base_values = r.base.values[[where[i] for i in ids]]
+    base_values = r.base.values[[r.base_at[i] for i in ids]]
     diff = values - base_values
     r.state.update(np.clip(diff if r.base.higher_is_better else -diff, -1.0, 1.0))
     decision = decide(r.state, r.threshold)
@@ -289,6 +287,12 @@ def _absorb(r: _TaskRun, got: Mapping[str, TaskRecords], ids: list[int], say: Sa
         low, high = r.state.interval()
         say(f"{label}: {r.name} {decision} after {r.done:,} of {len(r.order):,} items "
             f"(improvement in [{_fmt(low)}, {_fmt(high)}], threshold {_fmt(r.threshold)})")
+
+
+def _unit_bounded(values: np.ndarray) -> bool:
+    """Every per-item value finite and in [0, 1]: what the sequence's bounds assume."""
+    return bool(np.all(np.isfinite(values)) and np.all(values >= -VALUE_SLACK)
+                and np.all(values <= 1 + VALUE_SLACK))
 
 
 def _fmt(x: float) -> str:

@@ -101,35 +101,41 @@ def _tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         return {k: tuple(v.shape) for k, v in state.items()}
     try:
-        shapes = header_shapes(weights)
+        header_len, header = _read_header(weights)
+        shapes = _shapes(header)
         size = weights.stat().st_size
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AdapterError(f"cannot read the safetensors file ({exc}); it is truncated or corrupt",
                            file=str(weights), fix="copy the adapter again from its source") from exc
-    _check_not_truncated(weights, size)
+    _check_not_truncated(weights, header_len, header, size)
     return shapes
 
 
 def header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape from a safetensors header: 8 bytes of length, then JSON.
+    """Tensor name -> shape from a safetensors header (see `_read_header`)."""
+    return _shapes(_read_header(path)[1])
+
+
+def _read_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """A safetensors header: 8 bytes of length, then JSON; returns (length, header).
 
     Read by hand rather than with safetensors' `safe_open(framework="pt")`,
-    which needs torch: shapes are all validation needs, and keeping torch out
-    of the gate's process keeps its memory small (bench/bench_memory.py).
+    which needs torch: shapes and offsets are all validation needs, and keeping
+    torch out of the gate's process keeps its memory small (bench/bench_memory.py).
     """
     with path.open("rb") as fh:
         header_len = int.from_bytes(fh.read(8), "little")
         if header_len <= 0 or header_len > 100_000_000:
             raise ValueError(f"implausible header length {header_len}")
-        header = json.loads(fh.read(header_len))
+        return header_len, json.loads(fh.read(header_len))
+
+
+def _shapes(header: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(int(d) for d in v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
-def _check_not_truncated(weights: Path, size: int) -> None:
-    """safe_open reads only the header; compare its data offsets with the file size."""
-    with weights.open("rb") as fh:
-        header_len = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(header_len))
+def _check_not_truncated(weights: Path, header_len: int, header: dict[str, Any], size: int) -> None:
+    """The header's data offsets against the file size: a copy cut short is caught here."""
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + header_len + end > size:
         raise AdapterError(
