@@ -50,7 +50,7 @@ def compare_dirs(base_dir: Path, candidates: Sequence[tuple[str, Path]], thresho
         for task, (b, c) in paired.items():
             by_tier[tiers[task]].append((b, c, thresholds.policy_for(tiers[task], task)))
         kind = "lora"
-        verdicts.append(judge_candidate(name, kind, by_tier, n_boot=thresholds.bootstrap_samples, seed=thresholds.seed))
+        verdicts.append(judge_candidate(name, kind, by_tier, family=thresholds.family))
     rel = judge_release(verdicts, list(release) if release else None)
     cands = []
     for v, (_, cdir) in zip(verdicts, candidates, strict=True):

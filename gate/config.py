@@ -336,7 +336,7 @@ class Suite(Strict):
 
 class Margin(Strict):
     """A margin in the metric's own units (`absolute`) and/or a share of the base score (`relative`).
-    When both are given, the stricter (smaller) one applies."""
+    When both are given, the stricter one applies: the smaller allowed drop, the larger required gain."""
 
     absolute: float | None = Field(None, ge=0)
     """Absolute margin, e.g. 0.02 = 2 points of accuracy."""
@@ -381,8 +381,8 @@ class SequentialConfig(Strict):
     growth: float = Field(2.0, gt=1, le=16)
     """Ratio between consecutive cumulative round sizes."""
     early_share: float = Field(0.2, gt=0, le=1)
-    """Share of each tier's alpha spent on the early looks; the rest decides tasks that
-    run to their last item (bootstrap + Holm, as without early stopping)."""
+    """Share of each family's alpha spent on the early looks; the rest decides tasks that
+    run to their last item (the paired test + Holm, as without early stopping)."""
     fail_fast: bool = True
     """Stop every task of a candidate once one of its tasks has FAILED: the candidate
     fails whatever the rest shows. Tasks stopped this way are reported as stopped."""
@@ -392,11 +392,18 @@ class Thresholds(Strict):
     """The release policy (`thresholds.yaml`)."""
 
     alpha: float = Field(0.05, gt=0, lt=1)
-    """Significance level: the false-fail rate per tier is controlled at alpha (Holm)."""
-    bootstrap_samples: int = Field(10000, ge=200, le=1_000_000)
-    """Paired bootstrap resamples per task."""
+    """Significance level: the false-FAIL rate per family (see `family`) is held at
+    alpha (Holm), and so is each task's false-PASS rate."""
+    family: Literal["tier", "candidate"] = "tier"
+    """Over which tasks Holm's correction of FAIL decisions runs: `tier` (each tier's
+    tasks: a candidate with three tiers can be falsely failed up to 3 alpha of the
+    time) or `candidate` (all of a candidate's tasks: at most alpha per candidate)."""
+    bootstrap_samples: int | None = Field(None, ge=200, le=1_000_000)
+    """No longer used: every paired decision now has an analytic p-value (the exact
+    paired test or the delta-method t), so no bootstrap size can limit Holm's
+    correction. Accepted so that older thresholds files still validate."""
     seed: int = 0
-    """Seed of the bootstrap (results are reproducible run to run)."""
+    """Seed of the random item order that early-stopping rounds follow."""
     inconclusive: Inconclusive = "warn"
     """Default meaning of an undecided result."""
     tiers: dict[Tier, TierPolicyConfig]

@@ -22,7 +22,9 @@ The exception tree::
     │   └── BaselineMismatch       no applicable baseline and one is required
     └── InfraError                 exit 3: the machine or engine failed
         ├── EngineError            the engine died, timed out or misbehaved
-        └── StoreError             the baseline store is corrupt or unwritable
+        ├── StoreError             the baseline store is corrupt or unwritable
+        └── IncompleteEvaluation   scores that cannot be judged (NaN items, a
+                                   non-finite threshold or base score)
 
 Each error carries `problems`: one or more `Problem(file, key, message, fix)`
 so that every user-fixable error names the file, the key and the fix, and a
@@ -121,6 +123,12 @@ class EngineError(InfraError):
 
 class StoreError(InfraError):
     """The baseline store or cache is corrupt or cannot be written."""
+
+
+class IncompleteEvaluation(InfraError):
+    """Some scores cannot be judged: NaN items, a non-finite base score or
+    threshold. No verdict is issued on the rest (that would be a smaller n
+    chosen by the failure), so the run stops with exit 3."""
 
 
 def exit_code_for(exc: BaseException) -> int:

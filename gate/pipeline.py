@@ -160,7 +160,8 @@ def _score_candidate(name: str, lm: Any, plans: list[TaskPlan], base: dict[str, 
 
     recs, outcomes = score_in_rounds(
         plans, base, policies, setup.thresholds.sequential, seed=setup.thresholds.seed,
-        evaluate=lambda sub: evaluate_model(lm, sub, task_manager=tm, cache_path=cache), say=say, label=name)
+        evaluate=lambda sub: evaluate_model(lm, sub, task_manager=tm, cache_path=cache), say=say, label=name,
+        family=setup.thresholds.family)
     used = sum(o.n_used for o in outcomes.values())
     total = sum(o.n_total for o in outcomes.values())
     say(f"{name}: scored {used:,} of {total:,} items")
@@ -286,6 +287,7 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     # its cached records are keyed by all of them.
     rounds_digest = fp.sha256_text(fp.canonical_json({
         "settings": seq.model_dump(mode="json"), "seed": setup.thresholds.seed,
+        "family": setup.thresholds.family, "outcome_format": 2,  # 2: outcomes carry the full base score
         "policies": {name: vars(pol) for name, pol in sorted(policies.items())},
         "base": {p.name: key_for(BASE_NAME, p).digest() for p in plans},
     }))
@@ -379,8 +381,8 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
         by_tier: dict[str, list[Any]] = {"target": [], "related": [], "general": []}
         for name, (b, cr) in paired.items():
             by_tier[tiers[name]].append((b, cr, policies[name]))
-        verdicts.append(judge_candidate(c.name, c.kind, by_tier, n_boot=setup.thresholds.bootstrap_samples,
-                                        seed=setup.thresholds.seed, sequential=outcomes or None))
+        verdicts.append(judge_candidate(c.name, c.kind, by_tier, sequential=outcomes or None,
+                                        family=setup.thresholds.family))
     release = judge_release(verdicts, cfg.release)
 
     cand_fps = {name: fp.sha256_text(fp.canonical_json({"model": ident, "adapter": adapter}))

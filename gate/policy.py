@@ -22,7 +22,8 @@ class TaskPolicy:
     kind="drop": the candidate may be worse than the base by at most the
     margin (related and general tiers). kind="gain": the candidate must be
     better than the base by at least the margin (target tier).
-    When both `absolute` and `relative` are set, the stricter one applies.
+    When both `absolute` and `relative` are set, the stricter one applies:
+    the smaller allowed drop, the larger required gain.
     """
 
     tier: Tier
@@ -41,7 +42,7 @@ class TaskPolicy:
             options.append(self.relative * abs(base_score))
         if not options:
             return 0.0
-        return min(options)
+        return max(options) if self.kind == "gain" else min(options)
 
     def threshold(self, base_score: float) -> float:
         """The improvement (candidate minus base, oriented so that positive is

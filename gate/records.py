@@ -59,6 +59,19 @@ class Aggregation(str, enum.Enum):
             return -ratio / math.log(2)
         return ratio
 
+    def inverse(self, score: float) -> float:
+        """The ratio sum(num)/sum(den) that gives `score` (NaN outside the domain)."""
+        if self is Aggregation.WEIGHTED_PERPLEXITY:
+            return -math.log(score) if score > 0 else math.nan
+        if self is Aggregation.BITS_PER_BYTE:
+            return -score * math.log(2)
+        return score
+
+    @property
+    def direction(self) -> float:
+        """+1 when the score grows with the ratio (MEAN), -1 when it falls."""
+        return -1.0 if self in (Aggregation.WEIGHTED_PERPLEXITY, Aggregation.BITS_PER_BYTE) else 1.0
+
 
 @dataclass(frozen=True)
 class ItemKey:

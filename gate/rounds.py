@@ -27,7 +27,7 @@ What is judged sequentially: tasks whose metric is a mean of per-item values
 in [0, 1] (acc, exact_match, f1, ...), the improvements then lying in
 [-1, 1]. Other tasks (perplexity, bits per byte, per-item BLEU) advance round
 by round too, so that `fail_fast` can stop them, but they are decided only on
-all their items, by the bootstrap; a corpus metric is scored in one round,
+all their items, by the paired test; a corpus metric is scored in one round,
 because lm-eval computes it over the whole corpus. A task whose base scores
 at chance under a drop policy gets no verdict anyway (gate.verdict), so it is
 not judged sequentially either.
@@ -110,7 +110,7 @@ class _TaskRun:
             stopped=self.stopped, interval=interval, threshold=self.threshold if judged else None,
             alpha_fail=self.split.fail if judged else None,
             alpha_pass=self.split.pass_ if judged else None, alpha_final=self.split.final,
-            note=self.note)
+            note=self.note, base_score=float(self.base.score), base_n=self.base.n)
 
 
 def pooled_ids(plan: TaskPlan) -> dict[int, tuple[str, int]]:
@@ -139,10 +139,10 @@ def sequential_note(base: TaskRecords, policy: TaskPolicy) -> str | None:
 
     if base.aggregation is not Aggregation.MEAN:
         return (f"{base.metric} is not a mean of per-item scores; decided on all items "
-                "by the bootstrap")
+                "by the paired test")
     if not _unit_bounded(base.values):
         return (f"per-item {base.metric} is not bounded in [0, 1]; decided on all items "
-                "by the bootstrap")
+                "by the paired test")
     chance = base.chance
     if policy.kind == "drop" and chance is not None and base.score <= chance + chance_tolerance(chance, base.n):
         return "the base scores at chance, so no verdict is issued; scored in full"
@@ -152,7 +152,8 @@ def sequential_note(base: TaskRecords, policy: TaskPolicy) -> str | None:
 def score_in_rounds(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
                     policies: Mapping[str, TaskPolicy], settings: SequentialConfig, *,
                     seed: int, evaluate: Evaluate, say: Say | None = None,
-                    label: str = "candidate") -> tuple[dict[str, TaskRecords],
+                    label: str = "candidate", family: str = "tier"
+                    ) -> tuple[dict[str, TaskRecords],
                                                         dict[str, SequentialOutcome]]:
     """Score one candidate's tasks in rounds; return its records and each task's outcome.
 
@@ -160,10 +161,11 @@ def score_in_rounds(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
     task's resolved policy, `evaluate` scores a list of plans (their
     `selection` narrowed to one round) on the candidate and returns records
     per task. The returned records hold the items actually used, in scoring
-    order; pair them with the base by doc id.
+    order; pair them with the base by doc id. `family` is the thresholds'
+    `family` (tier or candidate): the tasks the FAIL side's alpha is split over.
     """
     say = say or (lambda _msg: None)
-    runs = _prepare(plans, base, policies, settings, seed)
+    runs = _prepare(plans, base, policies, settings, seed, family)
     round_no = 0
     while True:
         active = [r for r in runs if r.active]
@@ -195,14 +197,18 @@ def score_in_rounds(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
 
 def _prepare(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
              policies: Mapping[str, TaskPolicy], settings: SequentialConfig,
-             seed: int) -> list[_TaskRun]:
+             seed: int, family: str) -> list[_TaskRun]:
     from gate.verdict import base_score
 
     notes = {p.name: sequential_note(base[p.name], policies[p.name]) for p in plans}
+
+    def family_of(p: TaskPlan) -> str:
+        return "candidate" if family == "candidate" else policies[p.name].tier
+
     tier_size: dict[str, int] = {}
     tier_judged: dict[str, bool] = {}
     for p in plans:
-        tier = policies[p.name].tier
+        tier = family_of(p)
         tier_size[tier] = tier_size.get(tier, 0) + 1
         tier_judged[tier] = tier_judged.get(tier, False) or notes[p.name] is None
     runs = []
@@ -214,8 +220,8 @@ def _prepare(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
         base_at = {k.doc_id: i for i, k in enumerate(rec.keys)}
         if note is None and base_at.keys() != items.keys():
             note = "the stored base items do not match the task's items; scored in full"
-        if tier_judged[policy.tier]:
-            split = split_alpha(policy.alpha, tier_size[policy.tier], settings.early_share)
+        if tier_judged[family_of(p)]:
+            split = split_alpha(policy.alpha, tier_size[family_of(p)], settings.early_share)
         else:  # no task of the tier looks early: the full-sample decision keeps all of alpha
             split = AlphaSplit(fail=0.0, pass_=0.0, final=policy.alpha)
         n = len(order)
@@ -276,7 +282,7 @@ def _absorb(r: _TaskRun, got: Mapping[str, TaskRecords], ids: list[int], say: Sa
     if not _unit_bounded(values):
         r.state = None
         r.note = (f"per-item {rec.metric} of the candidate is not bounded in [0, 1]; decided "
-                  "on all items by the bootstrap")
+                  "on all items by the paired test")
         return
     base_values = r.base.values[[r.base_at[i] for i in ids]]
     diff = values - base_values

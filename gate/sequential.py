@@ -78,9 +78,9 @@ any dependence between tasks and any stopping rule, because the k
 confidence sequences each miss with probability <= alpha_early / k). PASS
 needs every task to pass (intersection-union), so the PASS side runs at
 alpha_early unadjusted. The full-sample decision of a task that was not
-stopped early (the paired bootstrap and Holm of `gate.stats`) runs at the
+stopped early (the paired test and Holm of `gate.stats`) runs at the
 rest, alpha_final = alpha - alpha_early, with Holm over all k tasks of the
-tier (k stays the tier's task count) and p_fail = 1 for the tasks already
+family (k stays the family's task count) and p_fail = 1 for the tasks already
 decided early. Holm's adjusted p-values never shrink when a raw p-value
 grows, so this rejects no more than Holm would on the full data of every
 task, which controls its family at alpha_final. By the union bound over the
@@ -358,6 +358,10 @@ class SequentialOutcome:
     alpha_pass: float | None
     alpha_final: float
     note: str | None = None
+    #: the base's score and item count over the task's full items: the chance
+    #: floor is judged on these, once, before any round (never on a round's items)
+    base_score: float | None = None
+    base_n: int | None = None
 
     @property
     def n_used(self) -> int:
@@ -369,7 +373,7 @@ class SequentialOutcome:
                 "interval": None if self.interval is None else list(self.interval),
                 "threshold": self.threshold, "alpha_fail": self.alpha_fail,
                 "alpha_pass": self.alpha_pass, "alpha_final": self.alpha_final,
-                "note": self.note}
+                "note": self.note, "base_score": self.base_score, "base_n": self.base_n}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> SequentialOutcome:
@@ -385,6 +389,8 @@ class SequentialOutcome:
             alpha_pass=None if data.get("alpha_pass") is None else float(data["alpha_pass"]),  # type: ignore[arg-type]
             alpha_final=float(data["alpha_final"]),  # type: ignore[arg-type]
             note=data.get("note"),  # type: ignore[arg-type]
+            base_score=None if data.get("base_score") is None else float(data["base_score"]),  # type: ignore[arg-type]
+            base_n=None if data.get("base_n") is None else int(data["base_n"]),  # type: ignore[call-overload]
         )
 
 

@@ -10,106 +10,124 @@ Orientation. Decisions are made on the *improvement*,
                   base_score - candidate_score   otherwise
 
 so "positive is better" for every metric (accuracy up, perplexity down). The
-threshold is in the same units (`TaskPolicy.threshold`: -margin for a drop
+threshold t is in the same units (`TaskPolicy.threshold`: -margin for a drop
 policy, +margin for a gain policy). What we *report* (`delta`, `ci_low`,
 `ci_high`) is the raw candidate-minus-base difference in the metric's units.
+Every decision is a pair of one-sided tests with analytic p-values:
 
-Paired bootstrap (`method="paired_bootstrap"`). Items are resampled jointly
-for base and candidate (the same item indices for both, so the per-item
-correlation between two models answering the same question is kept, which is
-what makes paired tests several times more sensitive than unpaired ones). On
-each resample both scores are recomputed exactly as lm-eval does,
-`transform(sum(num) / sum(den))`, so ratio metrics such as word_perplexity are
-resampled correctly rather than averaged per item. Two implementations, both
-exact in distribution:
+    p_pass: H0 "improvement <= t" (small: shown above the threshold)
+    p_fail: H0 "improvement >= t" (small: shown below the threshold)
 
-* few distinct paired tuples (binary metrics: the per-item difference takes at
-  most three values; any metric with at most `MAX_DISTINCT_TUPLES` distinct
-  `(num_b, den_b, num_c, den_c)` tuples): a resample of n items is a
-  multinomial draw of n over the k distinct tuples, so we draw B x k counts
-  instead of B x n indices;
-* otherwise: item indices in chunks of about `CHUNK_ELEMENTS` (int16 when
-  n < 32768), the centred columns gathered in float32 and summed (centring
-  keeps float32 sums accurate to ~1e-6 of the bootstrap spread); memory stays
-  bounded whatever n and B are. Tasks of a suite with the same number of
-  items share each chunk of indices (`compare_many`), which halves the cost
-  of a suite: drawing indices is most of the work.
+and the reported (1 - 2 alpha) interval is the set of thresholds neither test
+rejects, so before any multiplicity correction "interval wholly above t"
+holds exactly when p_pass < alpha, and "wholly below" when p_fail < alpha.
 
-The generator is numpy's `Generator(PCG64(...))`; `task_seed` derives the
-seeds from the run seed and the task name (multinomial draws) or the item
-count (shared index chunks), so results never depend on the order tasks are
-listed in, nor on the number of threads.
+Binary metrics (`method="paired_exact"`: acc, acc_norm, exact_match, any
+MEAN metric whose per-item values are all 0 or 1). Items fall in three
+classes: the candidate better (won items), worse (lost items), the same (n-won-lost).
+The improvement is d = p_g - p_l. Given the m = won + lost discordant items, won is
+exactly Binomial(m, pi) with pi = (1 + d / disc) / 2, disc = p_g + p_l the
+discordance rate, and m ~ Binomial(n, disc) whatever d is. The unknown disc is
+handled as Berger & Boos (1994) do: a one-sided Clopper-Pearson bound for disc
+at level `GAMMA` (1e-4), the worst pi over the discordance rates it allows,
+plus GAMMA. So
 
-Interval and p-values. With alpha the policy's level, the reported interval is
-the two-sided (1 - 2 alpha) percentile interval of the improvement; its
-endpoints are the one-sided alpha bounds. The one-sided bootstrap p-values are
+    p_pass = P(Binomial(m, pi_max) >= won) + GAMMA,  p_fail = P(Binomial(m, pi_min) <= won) + GAMMA
 
-    p_fail = (1 + #{improvement* >= threshold}) / (B + 1)
-    p_pass = (1 + #{improvement* <= threshold}) / (B + 1)
+with pi_max / pi_min the largest / smallest pi that the null hypothesis and
+the bound allow (see `binary_pvalues`). The level holds exactly at every n
+(no large-sample approximation): P(p <= a) <= a for every a. It also uses
+the concordant items: when the bound on disc is below |t|, a drop of |t| is
+impossible, so 400 items on which the two models agree pass a 3-point
+margin (p = GAMMA), while 50 such items cannot (disc up to 17% is still
+plausible). The exact test is conservative (its size is 1-3% at alpha 5%
+for 10-40% discordance), so from `ASYMPTOTIC_DISCORDANT` (200) discordant
+items on the p-values come from Tango's (1998) asymptotic score test, whose
+exact size there stays at or below 5.2% (enumerated over n up to 20,000,
+every flip one way included). Below that Tango's test alone errs: 8.8% false
+FAIL at n=100 with 4% discordance, hence the exact test for few flips.
 
-and the interval endpoints are chosen as order statistics such that, before
-any multiplicity correction, "lower bound above the threshold" holds exactly
-when p_pass < alpha and "upper bound below the threshold" exactly when
-p_fail < alpha (ties within `TIE_TOLERANCE` count against both). The
-threshold is fixed at its value for the observed base score (a relative
-margin is not re-derived per resample).
+Other per-item metrics (`method="paired_t"`: F1-like means, word/byte
+perplexity, bits per byte). Scores are ratios of sums, score = T(R) with
+R = sum(num) / sum(den) (gate.records). The test is on the ratio scale, where
+the estimate is closest to normal (for perplexity: mean negative
+log-likelihood per word, not its exponential):
 
-McNemar. For binary metrics `p_value` is McNemar's exact test (two-sided
-binomial test on the discordant pairs, H0: no difference); it is reported,
-not used for the decision (the decision needs a margin, McNemar has none).
+    theta = s e (R_c - q(R_b)),   q(R_b) = T^-1(T(R_b) + s thr(T(R_b)))
+
+(s = +1 when higher is better, e = the sign of T'), so theta > 0 exactly
+when the improvement beats the threshold, and a relative margin moves with
+the base's own estimate (its noise is part of the standard error; a
+threshold fixed at the observed base score would not be). The standard error
+is the delta method's (influence values of both ratios, n - 1 in the
+denominator); p-values from Student's t with n - 1 degrees of freedom. For a
+MEAN metric with an absolute margin this is exactly the paired t-test.
+**Minimum information:** a paired_t task needs at least `MIN_CHANGED_ITEMS`
+items on which the two models' scores differ; below that the standard error
+rests on too few values to trust (measured: tests/test_calibration.py) and
+the task is INCONCLUSIVE with the flag `too_little_information`.
+
+McNemar. For binary metrics `p_any_difference` is McNemar's exact two-sided
+test (H0: no difference at all); it is reported, labelled as that, and never
+decides anything: the decision needs a margin, McNemar has none.
 
 Unpaired fallback (`method="unpaired_stderr"`). CORPUS aggregations (corpus
-BLEU) cannot be resampled by item, and a record without items cannot be
-paired: we use lm-eval's own standard errors, se = sqrt(se_b^2 + se_c^2), a
-normal interval and normal one-sided p-values. It ignores the pairing, so it
-is conservative; results say so through `method`.
+BLEU) cannot be split by item, and a record without items cannot be paired:
+lm-eval's own standard errors, se = sqrt(se_b^2 + se_c^2), a normal interval
+and normal one-sided p-values. It ignores the pairing, so it is conservative;
+results say so through `method`.
 
-Multiplicity (`holm`). The FAIL decisions of a tier form a family: a tier
-fails when any of its tasks fails, so p_fail is Holm-adjusted within the tier
-(controls the family-wise chance of a false FAIL at alpha). PASS needs every
-task of a tier to pass, which is an intersection-union test: each task at
-level alpha already gives a tier-level PASS error of at most alpha, so p_pass
+Non-finite values (`check_finite`). Nothing is dropped: NaN anywhere, a
+non-finite denominator, +inf, or a base item at -inf log-likelihood stops the
+evaluation (`IncompleteEvaluation`, exit 3) naming the task, the count and the
+first items. A candidate item at -inf log-likelihood on a perplexity-like
+metric makes the candidate's score infinite: the comparison is
+`method="infinite"`, and the verdict is FAIL whatever the margin.
+
+Multiplicity (`holm`). A tier (or, with `family: candidate`, a candidate)
+fails when any of its tasks fails, so p_fail is Holm-adjusted within the
+family. PASS needs every task to pass, an intersection-union test, so p_pass
 is not adjusted.
 
-Sample size (`items_needed`). For an inconclusive task, the number of items
-that would decide it with 80% power,
-
-    n* = ceil(((z_{1 - alpha/k} + z_{0.8}) * sigma / distance)^2)
-
-with sigma the per-item standard deviation of the paired improvement (the
-influence-function value; for a binary metric sigma^2 = discordance rate -
-mean difference^2), k the number of tasks in the tier (Bonferroni, so the
-promise also holds under Holm, which is never less powerful) and `distance`
-the design effect's distance from the threshold (see gate.verdict).
+Sample size (`items_needed`, `detectable_improvement`). Normal-approximation
+planning numbers: the items that would decide an inconclusive task with 80%
+power, and the true improvement this run would have failed with 80% power
+("this run could detect a drop of 4.1 points or more").
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats as sps
 
-from gate.errors import PairingError
+from gate.errors import IncompleteEvaluation, PairingError
 from gate.records import Aggregation, FloatArray, TaskRecords
 
-DEFAULT_N_BOOT = 10_000
-#: use multinomial counts over distinct paired tuples up to this many tuples
-MAX_DISTINCT_TUPLES = 64
-#: indices drawn per chunk of the general bootstrap: bounds its memory
-#: (250,000 x (2-byte index + up to 16 bytes gathered) < 5 MB per thread) and
-#: keeps a chunk in cache; measured 30% faster than 2.5e6 (bench_compare.py)
-CHUNK_ELEMENTS = 250_000
-#: relative tolerance under which an improvement equals the threshold
-TIE_TOLERANCE = 1e-9
+#: level of the Clopper-Pearson bound on the discordance rate (Berger-Boos);
+#: it is added to every exact p-value, so it is also the smallest one
+GAMMA = 1e-4
+#: from this many discordant items on, binary p-values come from Tango's score test
+#: (its exact size stays <= 0.052 at alpha 0.05 there, even with every flip one way)
+ASYMPTOTIC_DISCORDANT = 200
+#: a paired_t task needs at least this many items whose scores differ
+MIN_CHANGED_ITEMS = 20
+#: bisection steps for interval bounds (2^-60 of the search range)
+BISECT_STEPS = 60
+#: planning power of `items_needed` and `detectable_improvement`
+POWER = 0.8
+#: doc ids listed per task in messages about non-finite items
+MAX_LISTED = 10
 
-Method = Literal["paired_bootstrap", "unpaired_stderr", "confidence_sequence"]
+Method = Literal["paired_exact", "paired_t", "unpaired_stderr", "confidence_sequence",
+                 "infinite"]
+ThresholdFn = Callable[[float], float]
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,10 @@ class Comparison:
 
     `ci_low`/`ci_high` bound `delta` (raw candidate minus base); `p_fail`,
     `p_pass` are about the oriented improvement versus `threshold`.
+    `changed`: items whose scores differ between the two models;
+    `detectable`: the improvement this run would have failed with 80% power
+    (None when unknown); `infinite_items`: doc ids of candidate items whose
+    score is infinite.
     """
 
     base_score: float
@@ -129,7 +151,7 @@ class Comparison:
     ci_high: float
     ci_level: float
     method: Method
-    p_value: float | None
+    p_any_difference: float | None
     p_fail: float
     p_pass: float
     n: int
@@ -137,10 +159,14 @@ class Comparison:
     #: per-item standard deviation of the paired improvement (None if unknown)
     sigma: float | None
     flags: tuple[str, ...] = ()
+    changed: int = 0
+    detectable: float | None = None
+    infinite_items: tuple[int, ...] = field(default=())
 
 
 def task_seed(seed: int, task: str) -> int:
-    """A seed for one task, fixed by the run seed and the task name alone."""
+    """A seed for one task, fixed by the run seed and the task name alone
+    (gate.rounds orders each task's items with it)."""
     digest = hashlib.blake2b(f"{seed}\x00{task}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
 
@@ -166,9 +192,7 @@ def holm(p_values: Sequence[float] | FloatArray) -> FloatArray:
 def mcnemar_exact(base_right: npt.ArrayLike, candidate_right: npt.ArrayLike) -> float:
     """McNemar's exact two-sided p-value: a binomial test on discordant pairs.
 
-    b = items the base got right and the candidate wrong, c = the reverse;
-    under H0 (no difference) c ~ Binomial(b + c, 1/2). No discordant pairs
-    means no evidence of any difference: p = 1.
+    Tests "any difference at all" (no margin); reported, never decisive.
     """
     b_right = np.asarray(base_right, dtype=bool)
     c_right = np.asarray(candidate_right, dtype=bool)
@@ -179,76 +203,336 @@ def mcnemar_exact(base_right: npt.ArrayLike, candidate_right: npt.ArrayLike) -> 
     return float(sps.binomtest(c, b + c, 0.5, alternative="two-sided").pvalue)
 
 
-def items_needed(sigma: float, distance: float, *, alpha: float, k: int = 1,
-                 power: float = 0.8) -> int | None:
-    """Items for a one-sided level alpha/k test to reach `power` at `distance`.
+# ------------------------------------------------------------ binary metrics
 
-    None when it cannot be computed (no per-item variation, zero distance).
+def binary_pvalues(won: npt.ArrayLike, lost: npt.ArrayLike, n: npt.ArrayLike,
+                   t: float | npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """(p_pass, p_fail) of the exact paired test of a binary metric (vectorised).
+
+    won: items the candidate gets right and the base wrong (oriented: "better"),
+    lost: the reverse, n: all items, t: the threshold on d = p_g - p_l.
+    H0 for p_pass is d <= t, for p_fail d >= t. See the module docstring.
+
+    With disc the discordance rate, pi = (1 + d/disc)/2 is increasing in d,
+    so the worst case of each null hypothesis is its boundary d = t, where
+    pi(disc) = (1 + t/disc)/2 needs disc >= |t|. Over the discordance rates
+    the Clopper-Pearson bound allows (disc <= hi, or disc >= lo):
+      t < 0: pi grows with disc. PASS: pi_max at hi; if hi < |t| the null is
+             impossible (p = GAMMA). FAIL: pi_min at lo; if lo <= |t| a null
+             with d = -disc >= t has pi = 0 (p = 1).
+      t > 0: pi falls with disc. PASS: pi_max at lo; lo <= t allows pi = 1
+             (p = 1). FAIL: pi_min at hi; if hi < t the null is impossible.
+      t = 0: pi = 1/2 whatever disc is (the exact one-sided McNemar test).
     """
-    if not (math.isfinite(sigma) and math.isfinite(distance)) or sigma <= 0 or distance <= 0:
-        return None
-    z = float(sps.norm.ppf(1.0 - alpha / max(k, 1)) + sps.norm.ppf(power))
-    return max(1, math.ceil((z * sigma / distance) ** 2))
+    won_, lost_, n_, t_ = np.broadcast_arrays(np.asarray(won, dtype=np.float64),
+                                         np.asarray(lost, dtype=np.float64),
+                                         np.asarray(n, dtype=np.float64),
+                                         np.asarray(t, dtype=np.float64))
+    m = won_ + lost_
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hi = np.where(m < n_, sps.beta.ppf(1.0 - GAMMA, m + 1.0, np.maximum(n_ - m, 1.0)), 1.0)
+        lo = np.where(m > 0, sps.beta.ppf(GAMMA, np.maximum(m, 1.0), n_ - m + 1.0), 0.0)
+    a = np.abs(t_)
 
+    def pi_at(disc: FloatArray) -> FloatArray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.clip((1.0 + t_ / np.maximum(disc, 1e-300)) / 2.0, 0.0, 1.0)
+
+    def tail_ge(pi: FloatArray) -> FloatArray:  # P(Binomial(m, pi) >= won)
+        return np.where(won_ <= 0, 1.0, sps.binom.sf(won_ - 1.0, m, pi))
+
+    def tail_le(pi: FloatArray) -> FloatArray:  # P(Binomial(m, pi) <= won)
+        return np.asarray(sps.binom.cdf(won_, m, pi), dtype=np.float64)
+
+    neg, pos = t_ < 0, t_ > 0
+    # PASS side
+    pi_pass = np.where(neg, pi_at(hi), np.where(pos, pi_at(lo), 0.5))
+    p_pass = tail_ge(pi_pass)
+    p_pass = np.where(neg & (hi < a), 0.0, p_pass)
+    p_pass = np.where(pos & (lo <= a), 1.0, p_pass)
+    # FAIL side
+    pi_fail = np.where(neg, pi_at(lo), np.where(pos, pi_at(hi), 0.5))
+    p_fail = tail_le(pi_fail)
+    p_fail = np.where(neg & (lo <= a), 1.0, p_fail)
+    p_fail = np.where(pos & (hi < a), 0.0, p_fail)
+    p_pass = np.minimum(1.0, p_pass + GAMMA)
+    p_fail = np.minimum(1.0, p_fail + GAMMA)
+    # many discordant items: Tango's score test, as accurate and far less conservative
+    z = tango_z(won_, lost_, n_, t_)
+    asym = m >= ASYMPTOTIC_DISCORDANT
+    p_pass = np.where(asym, sps.norm.sf(z), p_pass)
+    p_fail = np.where(asym, sps.norm.cdf(z), p_fail)
+    return p_pass.astype(np.float64), p_fail.astype(np.float64)
+
+
+def tango_z(won: npt.ArrayLike, lost: npt.ArrayLike, n: npt.ArrayLike,
+            t: npt.ArrayLike) -> FloatArray:
+    """Tango's (1998) score statistic for H0: d = t (vectorised).
+
+    (d_hat - t) / sqrt((p_g + p_l - t^2) / n) at the maximum-likelihood
+    (p_g, p_l) under p_g - p_l = t: p_l is the positive root of
+    2n p^2 - B p - lost t (1 - t) = 0, B = won (1 - t) + lost (1 - 3t) - 2 (n - won - lost) t.
+    """
+    won_, lost_, n_, t_ = (np.asarray(x, dtype=np.float64) for x in (won, lost, n, t))
+    s = n_ - won_ - lost_
+    b = won_ * (1 - t_) + lost_ * (1 - 3 * t_) - 2 * s * t_
+    p = (b + np.sqrt(np.maximum(b * b + 8 * n_ * lost_ * t_ * (1 - t_), 0.0))) / (4 * n_)
+    p = np.clip(p, np.maximum(0.0, -t_), (1 - t_) / 2)
+    var = np.maximum(2 * p + t_ - t_ * t_, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = ((won_ - lost_) / n_ - t_) / np.sqrt(var / n_)
+    return np.asarray(np.nan_to_num(z, nan=0.0), dtype=np.float64)
+
+
+def _bisect(f: Callable[[float], bool], lo: float, hi: float) -> float:
+    """The boundary of a predicate that is True at lo and False at hi."""
+    for _ in range(BISECT_STEPS):
+        mid = (lo + hi) / 2.0
+        if f(mid):
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+def binary_interval(won: int, lost: int, n: int, alpha: float) -> tuple[float, float]:
+    """The (1 - 2 alpha) interval of d: thresholds neither exact test rejects.
+
+    lower = sup{t : p_pass(t) < alpha}, upper = inf{t : p_fail(t) < alpha}
+    (-1 / +1 when no threshold is rejected: the data say nothing there).
+    """
+    def passes(t: float) -> bool:
+        return bool(binary_pvalues(won, lost, n, t)[0] < alpha)
+
+    def fails(t: float) -> bool:
+        return bool(binary_pvalues(won, lost, n, t)[1] < alpha)
+
+    edge = 1.0 - 1e-12
+    if not passes(-edge):
+        low = -1.0
+    elif passes(edge):
+        low = 1.0
+    else:
+        low = _bisect(passes, -edge, edge)
+    if not fails(edge):
+        high = 1.0
+    elif fails(-edge):
+        high = -1.0
+    else:
+        high = _bisect(lambda t: not fails(t), -edge, edge)
+    return low, high
+
+
+# ------------------------------------------------------------ other metrics
+
+@dataclass(frozen=True)
+class _RatioPair:
+    """Paired ratio-of-sums estimates and their per-item influence values."""
+
+    agg: Aggregation
+    sign: float
+    r_b: float
+    r_c: float
+    psi_b: FloatArray
+    psi_c: FloatArray
+
+    @classmethod
+    def of(cls, nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray,
+           agg: Aggregation, sign: float) -> _RatioPair:
+        r_b = float(np.sum(nb) / np.sum(db))
+        r_c = float(np.sum(nc) / np.sum(dc))
+        return cls(agg, sign, r_b, r_c, (nb - r_b * db) / float(np.mean(db)),
+                   (nc - r_c * dc) / float(np.mean(dc)))
+
+    @property
+    def n(self) -> int:
+        return int(self.psi_b.size)
+
+    def boundary(self, r_b: float, thr: ThresholdFn) -> float:
+        """q(R_b): the candidate ratio at which the improvement equals the threshold."""
+        score_b = float(self.agg.transform(r_b))
+        return self.agg.inverse(score_b + self.sign * thr(score_b))
+
+    def statistic(self, thr: ThresholdFn) -> tuple[float, float]:
+        """(theta, se) on the ratio scale; theta > 0 <=> improvement > threshold."""
+        q = self.boundary(self.r_b, thr)
+        if not math.isfinite(q):
+            return math.nan, math.nan
+        h = 1e-6 * max(1.0, abs(self.r_b))
+        q_up, q_down = self.boundary(self.r_b + h, thr), self.boundary(self.r_b - h, thr)
+        slope = (q_up - q_down) / (2 * h) if math.isfinite(q_up) and math.isfinite(q_down) else 1.0
+        se_ = self.sign * self.agg.direction
+        psi = se_ * (self.psi_c - slope * self.psi_b)
+        n = self.n
+        se = math.sqrt(float(np.sum(psi**2)) / (n * (n - 1))) if n > 1 else math.nan
+        return se_ * (self.r_c - q), se
+
+    def pvalues(self, thr: ThresholdFn) -> tuple[float, float]:
+        """(p_pass, p_fail) against Student's t with n - 1 degrees of freedom."""
+        theta, se = self.statistic(thr)
+        if math.isnan(theta):
+            # the threshold lies outside the metric's range: e.g. a required drop
+            # in perplexity larger than the base's perplexity can never be met
+            return 1.0, 0.0
+        if not math.isfinite(se) or se <= 0:
+            return 1.0, 1.0
+        z = theta / se
+        return float(sps.t.sf(z, self.n - 1)), float(sps.t.cdf(z, self.n - 1))
+
+    def interval(self, alpha: float, improvement: float, sigma: float) -> tuple[float, float]:
+        """(1 - 2 alpha) interval of the improvement, by inverting the two tests
+        over absolute thresholds."""
+        width = 60.0 * max(sigma, 1e-12) / math.sqrt(max(self.n, 1)) + 1e-9 * max(1.0, abs(improvement))
+
+        def passes(a: float) -> bool:
+            return self.pvalues(lambda _b: a)[0] < alpha
+
+        def fails(a: float) -> bool:
+            return self.pvalues(lambda _b: a)[1] < alpha
+
+        lo_edge, hi_edge = improvement - width, improvement + width
+        low = _bisect(passes, lo_edge, improvement) if passes(lo_edge) else -math.inf
+        high = _bisect(lambda a: not fails(a), improvement, hi_edge) if fails(hi_edge) else math.inf
+        return low, high
+
+
+# ------------------------------------------------------------------ the API
 
 @dataclass(frozen=True)
 class CompareJob:
-    """One task to compare: paired records and the threshold in improvement units."""
+    """One task to compare: paired records and the threshold in improvement units.
+
+    `threshold` is a number, or a function of the base score (a relative
+    margin: the paired_t test then carries the base's own noise); `family`
+    is the number of tasks its FAIL decision is corrected over (planning
+    numbers only).
+    """
 
     base: TaskRecords
     candidate: TaskRecords
-    threshold: float
+    threshold: float | ThresholdFn
     alpha: float = 0.05
+    family: int = 1
+
+    def threshold_at(self, base_score: float) -> float:
+        thr = self.threshold
+        return float(thr(base_score)) if callable(thr) else float(thr)
+
+    def threshold_fn(self) -> ThresholdFn:
+        thr = self.threshold
+        return thr if callable(thr) else (lambda _b: float(thr))
 
 
-def compare(base: TaskRecords, candidate: TaskRecords, threshold: float, *,
-            alpha: float = 0.05, n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> Comparison:
-    """The paired bootstrap when items can be paired, else the unpaired fallback."""
-    return compare_many([CompareJob(base, candidate, threshold, alpha)], n_boot=n_boot,
-                        seed=seed)[0]
+def compare(base: TaskRecords, candidate: TaskRecords, threshold: float | ThresholdFn, *,
+            alpha: float = 0.05, family: int = 1) -> Comparison:
+    """The paired comparison when items can be paired, else the unpaired fallback."""
+    return compare_many([CompareJob(base, candidate, threshold, alpha, family)])[0]
 
 
-def compare_many(jobs: Sequence[CompareJob], *, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                 workers: int = 1) -> list[Comparison]:
-    """Compare many tasks at once (a candidate's whole suite).
-
-    Batching is what makes a 50-task suite fast: tasks that need index
-    resampling and have the same number of items share each chunk of drawn
-    indices (common random numbers: every task still gets an exact bootstrap
-    of its own items, only the Monte Carlo noise is shared), and chunks are
-    spread over `workers` threads (numpy releases the GIL while drawing,
-    gathering and summing). Randomness is fixed by the run seed alone:
-    multinomial draws by `task_seed(seed, task)`, index chunk c of the tasks
-    with n items by `task_seed(seed, "items:n")` and c. So results depend
-    neither on task order nor on `workers`.
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    results: list[Comparison | None] = [None] * len(jobs)
-    paired: list[_Paired] = []
-    for i, job in enumerate(jobs):
+def compare_many(jobs: Sequence[CompareJob]) -> list[Comparison]:
+    """Compare many tasks (a candidate's whole suite); each on its own numbers."""
+    out = []
+    for job in jobs:
         _check_same_metric(job.base, job.candidate)
         if (job.base.aggregation is Aggregation.CORPUS or job.base.n == 0
                 or job.candidate.n == 0):
-            results[i] = compare_unpaired(job.base, job.candidate, job.threshold, alpha=job.alpha)
+            out.append(compare_unpaired(job.base, job.candidate, job.threshold_at(
+                job.base.reported_score if job.base.reported_score is not None else math.nan),
+                alpha=job.alpha))
         else:
-            paired.append(_Paired.prepare(i, job))
-    _bootstrap(paired, n_boot=n_boot, seed=seed, workers=workers)
-    for task in paired:
-        results[task.index] = task.finish(n_boot)
-    return [r for r in results if r is not None]
+            out.append(compare_paired(job))
+    return out
 
 
-def compare_paired(base: TaskRecords, candidate: TaskRecords, threshold: float, *,
-                   alpha: float = 0.05, n_boot: int = DEFAULT_N_BOOT,
-                   seed: int = 0) -> Comparison:
-    """Paired bootstrap interval and one-sided p-values (see module docstring)."""
-    _check_same_metric(base, candidate)
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
-    task = _Paired.prepare(0, CompareJob(base, candidate, threshold, alpha))
-    _bootstrap([task], n_boot=n_boot, seed=seed, workers=1)
-    return task.finish(n_boot)
+def check_finite(base: TaskRecords, candidate: TaskRecords) -> list[int]:
+    """Stop on values that cannot be judged; return the candidate's infinite items.
+
+    Raises IncompleteEvaluation for NaN anywhere, a non-finite or negative
+    denominator, +inf, any non-finite value of a MEAN metric, or a base item
+    at -inf. Returns the doc ids of candidate items at -inf log-likelihood on
+    a ratio metric (its score is then infinite: a verdict, not an error).
+    """
+    ratio = base.aggregation in (Aggregation.WEIGHTED_PERPLEXITY, Aggregation.BITS_PER_BYTE)
+    for who, rec in (("base", base), ("candidate", candidate)):
+        bad = ~np.isfinite(rec.den) | (rec.den < 0) | np.isnan(rec.num) | (rec.num == np.inf)
+        if not ratio or who == "base":
+            bad |= ~np.isfinite(rec.num)
+        if bad.any():
+            ids = [rec.keys[i].doc_id for i in np.flatnonzero(bad)[:MAX_LISTED]]
+            what = ("NaN or infinite" if not ratio else
+                    "NaN, infinite or -inf log-likelihood" if who == "base" else "NaN or +inf")
+            raise IncompleteEvaluation(
+                f"task {base.task}: {int(bad.sum())} of {rec.n} {who} items have {what} "
+                f"{base.metric} values (doc ids {ids}{' ...' if bad.sum() > MAX_LISTED else ''}); "
+                "no verdict is issued on the rest",
+                fix="rerun the evaluation; if it repeats, inspect those items in the "
+                    "per-sample output (out/logs/) and fix the task or the engine")
+    if not ratio:
+        return []
+    inf = np.flatnonzero(candidate.num == -np.inf)
+    return [candidate.keys[i].doc_id for i in inf]
+
+
+def compare_paired(job: CompareJob) -> Comparison:
+    """Exact paired test for binary metrics, delta-method t otherwise (module doc)."""
+    base, candidate, alpha = job.base, job.candidate, job.alpha
+    _check_pairing(base, candidate)
+    infinite = check_finite(base, candidate)
+    agg = base.aggregation
+    sign = 1.0 if base.higher_is_better else -1.0
+    nb, db, nc, dc = base.num, base.den, candidate.num, candidate.den
+    score_b = float(agg.score(nb, db))
+    threshold = job.threshold_at(score_b)
+    if not (math.isfinite(score_b) and math.isfinite(threshold)):
+        raise IncompleteEvaluation(
+            f"task {base.task}: the base score ({score_b}) or the threshold ({threshold}) "
+            "is not a finite number, so no margin can be applied",
+            fix="check the base model's evaluation of this task and the task's margin in "
+                "the thresholds file")
+    changed = int(np.count_nonzero((nb != nc) | (db != dc)))
+    level = 1.0 - 2.0 * alpha
+    if infinite:
+        return Comparison(score_b, math.inf, math.inf, -math.inf, threshold, math.inf, math.inf,
+                          level, "infinite", None, 0.0, 1.0, base.n, base.n, None,
+                          ("candidate_infinite",), changed, None, tuple(infinite))
+    score_c = float(agg.score(nc, dc))
+    delta = score_c - score_b
+    improvement = sign * delta
+    binary = (agg is Aggregation.MEAN and bool(np.isin(nb, (0.0, 1.0)).all())
+              and bool(np.isin(nc, (0.0, 1.0)).all()) and bool(np.all(db == 1.0))
+              and bool(np.all(dc == 1.0)))
+    if binary:
+        right_b = nb > 0.5 if base.higher_is_better else nb < 0.5
+        right_c = nc > 0.5 if base.higher_is_better else nc < 0.5
+        won = int(np.sum(right_c & ~right_b))
+        lost = int(np.sum(right_b & ~right_c))
+        n = base.n
+        pp, pf = binary_pvalues(won, lost, n, threshold)
+        lo, hi = binary_interval(won, lost, n, alpha)
+        disc = (won + lost) / n
+        sigma = math.sqrt(max(disc - improvement**2, 0.0))
+        detectable = detectable_improvement(threshold, disc, n, alpha=alpha, k=job.family,
+                                            binary=True)
+        ci = (lo, hi) if base.higher_is_better else (-hi, -lo)
+        return Comparison(score_b, score_c, delta, improvement, threshold, ci[0], ci[1], level,
+                          "paired_exact", mcnemar_exact(right_b, right_c), float(pf[()]),
+                          float(pp[()]), n, n, sigma, (), changed, detectable)
+    pair = _RatioPair.of(nb, db, nc, dc, agg, sign)
+    sigma = _improvement_sigma(pair)
+    flags: list[str] = []
+    if changed < MIN_CHANGED_ITEMS:
+        flags.append("too_little_information")
+        p_pass, p_fail = 1.0, 1.0
+        lo, hi = -math.inf, math.inf
+    else:
+        p_pass, p_fail = pair.pvalues(job.threshold_fn())
+        lo, hi = pair.interval(alpha, improvement, sigma)
+    detectable = (detectable_improvement(threshold, sigma, base.n, alpha=alpha, k=job.family)
+                  if changed >= MIN_CHANGED_ITEMS else None)
+    ci = (lo, hi) if base.higher_is_better else (-hi, -lo)
+    return Comparison(score_b, score_c, delta, improvement, threshold, ci[0], ci[1], level,
+                      "paired_t", None, p_fail, p_pass, base.n, base.n, sigma, tuple(flags),
+                      changed, detectable)
 
 
 def compare_unpaired(base: TaskRecords, candidate: TaskRecords, threshold: float, *,
@@ -265,14 +549,12 @@ def compare_unpaired(base: TaskRecords, candidate: TaskRecords, threshold: float
     delta = score_c - score_b
     improvement = sign * delta
     se_b, se_c = base.reported_stderr, candidate.reported_stderr
-    flags: list[str] = []
     n = max(base.n, candidate.n)
     if (se_b is None or se_c is None or not math.isfinite(se_b) or not math.isfinite(se_c)
-            or not math.isfinite(delta)):
-        flags.append("no_stderr")
+            or not math.isfinite(delta) or not math.isfinite(threshold)):
         return Comparison(score_b, score_c, delta, improvement, threshold, math.nan, math.nan,
                           1.0 - 2.0 * alpha, "unpaired_stderr", None, 1.0, 1.0, n, 0, None,
-                          tuple(flags))
+                          ("no_stderr",))
     se = math.sqrt(se_b**2 + se_c**2)
     z = float(sps.norm.ppf(1.0 - alpha))
     lo, hi = improvement - z * se, improvement + z * se
@@ -285,220 +567,60 @@ def compare_unpaired(base: TaskRecords, candidate: TaskRecords, threshold: float
     ci_low, ci_high = (lo, hi) if base.higher_is_better else (-hi, -lo)
     sigma = se * math.sqrt(n) if n > 0 else None
     return Comparison(score_b, score_c, delta, improvement, threshold, ci_low, ci_high,
-                      1.0 - 2.0 * alpha, "unpaired_stderr", None, p_fail, p_pass, n, n, sigma,
-                      tuple(flags))
+                      1.0 - 2.0 * alpha, "unpaired_stderr", None, p_fail, p_pass, n, n, sigma)
 
 
-@dataclass
-class _Paired:
-    """One paired task on its way through the bootstrap.
+# ------------------------------------------------------------- planning
 
-    `mode`: "zero" (identical models: every resample agrees exactly),
-    "mean" (unit denominators, MEAN: one column, the per-item difference),
-    "ratio" (columns num_b, den_b, num_c[, den_c]), "empty" (no usable items).
+def _z_plan(alpha: float, k: int) -> float:
+    return float(sps.norm.ppf(1.0 - alpha / max(k, 1)) + sps.norm.ppf(POWER))
+
+
+def items_needed(sigma: float, distance: float, *, alpha: float, k: int = 1,
+                 power: float = POWER) -> int | None:
+    """Items for a one-sided level alpha/k test to reach `power` at `distance`.
+
+    None when it cannot be computed (no per-item variation, zero distance).
     """
-
-    index: int
-    job: CompareJob
-    nb: FloatArray
-    db: FloatArray
-    nc: FloatArray
-    dc: FloatArray
-    flags: list[str]
-    mode: str
-    cols: FloatArray
-    same_den: bool
-    sums: FloatArray | None = None
-
-    @property
-    def n_used(self) -> int:
-        return int(self.nb.size)
-
-    @classmethod
-    def prepare(cls, index: int, job: CompareJob) -> _Paired:
-        base, candidate = job.base, job.candidate
-        _check_pairing(base, candidate)
-        raw = np.column_stack([base.num, base.den, candidate.num, candidate.den])
-        keep = np.all(np.isfinite(raw), axis=1)
-        flags = [] if keep.all() else ["dropped_nonfinite_items"]
-        nb, db, nc, dc = (np.ascontiguousarray(raw[keep, j]) for j in range(4))
-        same_den = bool(np.array_equal(db, dc))
-        if nb.size == 0:
-            mode, cols = "empty", np.zeros((0, 1))
-            flags.append("no_items")
-        elif same_den and np.array_equal(nb, nc):
-            mode, cols = "zero", np.zeros((0, 1))
-        elif (base.aggregation is Aggregation.MEAN and bool(np.all(db == 1.0))
-              and bool(np.all(dc == 1.0))):
-            mode, cols = "mean", (nc - nb)[:, None]  # mean(c) - mean(b) = mean(c - b)
-        else:
-            mode = "ratio"
-            cols = np.column_stack([nb, db, nc] if same_den else [nb, db, nc, dc])
-        return cls(index, job, nb, db, nc, dc, flags, mode, cols, same_den)
-
-    def improvements(self, n_boot: int) -> FloatArray:
-        """The B bootstrap replicates of the oriented improvement."""
-        sign = 1.0 if self.job.base.higher_is_better else -1.0
-        if self.mode == "zero":
-            return np.zeros(n_boot)
-        if self.mode == "empty" or self.sums is None:
-            return np.full(n_boot, np.nan)
-        if self.mode == "mean":
-            return np.asarray(sign * self.sums[:, 0] / self.n_used, dtype=np.float64)
-        agg = self.job.base.aggregation
-        s = self.sums
-        den_c = s[:, 1] if self.same_den else s[:, 3]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            score_b = np.asarray(agg.transform(s[:, 0] / s[:, 1]), dtype=np.float64)
-            score_c = np.asarray(agg.transform(s[:, 2] / den_c), dtype=np.float64)
-        return np.asarray(sign * (score_c - score_b), dtype=np.float64)
-
-    def finish(self, n_boot: int) -> Comparison:
-        base, candidate, alpha = self.job.base, self.job.candidate, self.job.alpha
-        threshold = self.job.threshold
-        agg = base.aggregation
-        sign = 1.0 if base.higher_is_better else -1.0
-        score_b = float(agg.score(self.nb, self.db))
-        score_c = float(agg.score(self.nc, self.dc))
-        tol = TIE_TOLERANCE * max(1.0, abs(score_b), abs(score_c), abs(threshold))
-        p_fail, p_pass, lo, hi = _bootstrap_decision_numbers(self.improvements(n_boot),
-                                                             threshold, alpha, tol)
-        p_value = None
-        if base.binary and candidate.binary:
-            right_b = self.nb > 0.5 if base.higher_is_better else self.nb < 0.5
-            right_c = self.nc > 0.5 if base.higher_is_better else self.nc < 0.5
-            p_value = mcnemar_exact(right_b, right_c)
-        ci_low, ci_high = (lo, hi) if base.higher_is_better else (-hi, -lo)
-        sigma = (_improvement_sigma(self.nb, self.db, self.nc, self.dc, agg, sign)
-                 if self.n_used else None)
-        return Comparison(
-            base_score=score_b, candidate_score=score_c, delta=score_c - score_b,
-            improvement=sign * (score_c - score_b), threshold=threshold,
-            ci_low=float(ci_low), ci_high=float(ci_high), ci_level=1.0 - 2.0 * alpha,
-            method="paired_bootstrap", p_value=p_value, p_fail=p_fail, p_pass=p_pass,
-            n=base.n, n_used=self.n_used, sigma=sigma, flags=tuple(self.flags))
+    if not (math.isfinite(sigma) and math.isfinite(distance)) or sigma <= 0 or distance <= 0:
+        return None
+    z = float(sps.norm.ppf(1.0 - alpha / max(k, 1)) + sps.norm.ppf(power))
+    return max(1, math.ceil((z * sigma / distance) ** 2))
 
 
-def _bootstrap(tasks: Sequence[_Paired], *, n_boot: int, seed: int, workers: int) -> None:
-    """Fill each task's `sums`: B resampled column sums (see `compare_many`)."""
-    by_items: dict[int, list[_Paired]] = {}
-    for task in tasks:
-        if task.mode not in ("mean", "ratio"):
-            continue
-        uniq, counts = np.unique(task.cols, axis=0, return_counts=True)
-        if uniq.shape[0] <= MAX_DISTINCT_TUPLES:
-            # a resample is a multinomial draw of n over the distinct tuples
-            rng = np.random.Generator(np.random.PCG64(task_seed(seed, task.job.base.task)))
-            draws = rng.multinomial(task.n_used, counts / task.n_used, size=n_boot)
-            task.sums = draws.astype(np.float64) @ uniq
-        else:
-            by_items.setdefault(task.n_used, []).append(task)
-    for n, group in by_items.items():
-        _index_bootstrap(n, group, n_boot=n_boot, seed=task_seed(seed, f"items:{n}"),
-                         workers=workers)
+def detectable_improvement(threshold: float, spread: float, n: int, *, alpha: float,
+                           k: int = 1, binary: bool = False) -> float | None:
+    """The true improvement this run would have FAILed with 80% power (normal
+    approximation): threshold - (z_{1-alpha/k} + z_0.8) sigma / sqrt(n).
 
-
-def _index_bootstrap(n: int, group: Sequence[_Paired], *, n_boot: int, seed: int,
-                     workers: int) -> None:
-    """Chunked index resampling for tasks with n items, sharing each chunk of indices.
-
-    Columns are centred and gathered in float32 (the centre is added back in
-    float64); rows of 2-4 columns are gathered as one 8- or 16-byte element
-    and summed by one batched BLAS product. Memory: one chunk of about
-    `CHUNK_ELEMENTS` indices plus its gathered values per thread.
+    For a binary metric `spread` is the observed discordance rate, and sigma
+    at a true improvement d is sqrt(max(disc, |d|) - d^2) (a drop of |d| needs
+    at least |d| of the items to flip), solved by a few fixed-point steps.
     """
-    index_type = np.int16 if n < 2**15 else np.int64
-    rows = max(1, CHUNK_ELEMENTS // n)
-    starts = list(range(0, n_boot, rows))
-    ones = np.ones((1, n), dtype=np.float32)
-    prepared = []
-    for task in group:
-        m = task.cols.shape[1]
-        centre = task.cols.mean(axis=0)
-        centred = (task.cols - centre).astype(np.float32)
-        if m == 1:
-            element = np.ascontiguousarray(centred[:, 0])
-            width = 1
-        else:
-            width = 2 if m <= 2 else 4
-            packed = np.zeros((n, width), dtype=np.float32)
-            packed[:, :m] = centred
-            element = packed.view(np.float64 if width == 2 else np.complex128).ravel()
-        out = np.empty((n_boot, m), dtype=np.float64)
-        prepared.append((task, element, width, m, centre, out))
-
-    def run(chunk_ids: Sequence[int]) -> None:
-        for c in chunk_ids:
-            start = starts[c]
-            r = min(rows, n_boot - start)
-            sequence = np.random.SeedSequence(seed, spawn_key=(c,))
-            rng = np.random.Generator(np.random.PCG64(sequence))
-            idx = rng.integers(0, n, size=(r, n), dtype=index_type)
-            for _, element, width, m, _, out in prepared:
-                if width == 1:
-                    out[start:start + r, 0] = element[idx].sum(axis=1)
-                else:
-                    gathered = element[idx].view(np.float32).reshape(r, n, width)
-                    out[start:start + r] = np.matmul(ones, gathered)[:, 0, :m]
-
-    blocks = [list(range(len(starts)))[w::workers] for w in range(max(1, workers))]
-    blocks = [b for b in blocks if b]
-    if len(blocks) == 1:
-        run(blocks[0])
-    else:
-        with ThreadPoolExecutor(max_workers=len(blocks)) as pool:
-            list(pool.map(run, blocks))
-    for task, _, _, _, centre, out in prepared:
-        task.sums = out + n * centre
+    if n < 1 or not math.isfinite(threshold) or not math.isfinite(spread):
+        return None
+    z = _z_plan(alpha, k)
+    if not binary:
+        return threshold - z * spread / math.sqrt(n) if spread > 0 else None
+    d = threshold
+    for _ in range(50):
+        sigma = math.sqrt(max(max(spread, abs(d)) - d * d, 0.0))
+        d_next = max(-1.0, threshold - z * sigma / math.sqrt(n))
+        if abs(d_next - d) < 1e-12:
+            break
+        d = d_next
+    return d
 
 
-def _bootstrap_decision_numbers(boot: FloatArray, threshold: float, alpha: float,
-                                tol: float) -> tuple[float, float, float, float]:
-    """(p_fail, p_pass, lower bound, upper bound) of the improvement.
+# ------------------------------------------------------------- internals
 
-    The bounds are order statistics picked so that lower > threshold + tol
-    <=> p_pass < alpha and upper < threshold - tol <=> p_fail < alpha.
-    """
-    b = boot.size
-    valid = boot[np.isfinite(boot)]
-    if valid.size < b or b == 0:
-        return 1.0, 1.0, math.nan, math.nan
-    at_or_above = int(np.count_nonzero(valid >= threshold - tol))
-    at_or_below = int(np.count_nonzero(valid <= threshold + tol))
-    p_fail = (1 + at_or_above) / (b + 1)
-    p_pass = (1 + at_or_below) / (b + 1)
-    # largest count m with (1 + m) / (B + 1) < alpha, by the same arithmetic
-    m = max(-1, math.floor(alpha * (b + 1)) - 1)
-    while m >= 0 and not (1 + m) / (b + 1) < alpha:
-        m -= 1
-    while (2 + m) / (b + 1) < alpha:
-        m += 1
-    if m < 0 or m >= b:
-        return p_fail, p_pass, -math.inf, math.inf
-    # p_pass < alpha <=> #(<= thr) <= m <=> the (m+1)-th smallest > thr
-    part = np.partition(valid, (m, b - 1 - m))
-    return p_fail, p_pass, float(part[m]), float(part[b - 1 - m])
+def _improvement_sigma(pair: _RatioPair) -> float:
+    """Per-item SD of the improvement on the metric's scale (delta method)."""
+    def slope(r: float) -> float:
+        h = 1e-6 * max(1.0, abs(r))
+        return (float(pair.agg.transform(r + h)) - float(pair.agg.transform(r - h))) / (2 * h)
 
-
-def _improvement_sigma(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray,
-                       aggregation: Aggregation, sign: float) -> float:
-    """Per-item SD of the improvement, via each item's influence on the score.
-
-    For score = g(sum num / sum den) an item moves the score by about
-    g'(R) (num_i - R den_i) / mean(den); the paired improvement's influence is
-    the oriented difference of the two. For MEAN metrics this is just the
-    per-item difference minus its mean.
-    """
-    def influence(num: FloatArray, den: FloatArray) -> FloatArray:
-        mean_den = float(np.mean(den))
-        if mean_den == 0:
-            return np.zeros_like(num)
-        ratio = float(np.sum(num)) / float(np.sum(den))
-        h = 1e-6 * max(1.0, abs(ratio))
-        slope = (float(aggregation.transform(ratio + h)) - float(aggregation.transform(ratio - h))) / (2 * h)
-        return slope * (num - ratio * den) / mean_den
-
-    psi = sign * (influence(nc, dc) - influence(nb, db))
+    psi = pair.sign * (slope(pair.r_c) * pair.psi_c - slope(pair.r_b) * pair.psi_b)
     return float(np.sqrt(np.mean(psi**2)))
 
 

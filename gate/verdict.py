@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import enum
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -65,7 +64,7 @@ from gate.errors import EXIT_FAIL, EXIT_PASS, ConfigError, InputError
 from gate.policy import TIERS, TaskPolicy
 from gate.records import Aggregation, TaskRecords
 from gate.sequential import SequentialOutcome
-from gate.stats import DEFAULT_N_BOOT, CompareJob, Comparison, compare_many, holm, items_needed
+from gate.stats import MIN_CHANGED_ITEMS, CompareJob, Comparison, compare_many, holm, items_needed
 
 #: flipped items listed per task at most
 MAX_FLIPPED = 20
@@ -158,6 +157,20 @@ class TaskVerdict:
         return self.comparison.threshold
 
     @property
+    def p_value(self) -> float | None:
+        """The p-value of the decision taken: the Holm-adjusted one-sided p_fail
+        for a FAIL, the one-sided p_pass for a PASS, the smaller of the two for
+        an undecided task (None when the looks of early stopping decided)."""
+        c = self.comparison
+        if c.method == "confidence_sequence":
+            return None
+        if self.verdict is Verdict.FAIL:
+            return self.p_fail_adjusted
+        if self.verdict is Verdict.PASS:
+            return c.p_pass
+        return min(self.p_fail_adjusted, c.p_pass)
+
+    @property
     def improvement(self) -> float:
         return self.comparison.improvement
 
@@ -176,13 +189,16 @@ class TaskVerdict:
             "base_score": _num(c.base_score), "candidate_score": _num(c.candidate_score),
             "delta": _num(c.delta), "ci_low": _num(c.ci_low), "ci_high": _num(c.ci_high),
             "ci_level": c.ci_level, "method": c.method,
-            "p_value": _num(c.p_value), "p_fail": _num(c.p_fail),
+            "p_value": _num(self.p_value), "p_any_difference": _num(c.p_any_difference),
+            "p_fail": _num(c.p_fail),
             "p_fail_adjusted": _num(self.p_fail_adjusted), "p_pass": _num(c.p_pass),
             "n": self.sequential.n_total if self.sequential is not None else c.n,
             "n_used": c.n_used,
             "kind": self.kind, "margin": _num(self.margin), "threshold": _num(c.threshold),
             "verdict": self.verdict.value, "inconclusive_policy": self.inconclusive,
             "advice": None if self.advice is None else self.advice.to_dict(),
+            "changed": c.changed, "detectable": _num(c.detectable),
+            "infinite_items": list(c.infinite_items),
             "chance": self.chance, "flags": list(self.flags),
             "flipped": [f.to_dict() for f in self.flipped],
             "sequential": None if self.sequential is None else self.sequential.to_dict(),
@@ -239,12 +255,31 @@ class CandidateVerdict:
     warnings: tuple[str, ...] = ()
     path: str | None = None
     fingerprint: str | None = None
+    #: tasks left INCONCLUSIVE that the policy counted as a pass: the PASS
+    #: carries no guarantee about them
+    not_shown_safe: tuple[str, ...] = ()
+    family: str = "tier"
+
+    @property
+    def label(self) -> str:
+        """The verdict as every output shows it: a PASS that rests on undecided
+        tasks says so ("PASS (not shown safe on 2 tasks)")."""
+        return verdict_label(self.verdict, len(self.not_shown_safe))
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "kind": self.kind, "path": self.path,
                 "fingerprint": self.fingerprint, "verdict": self.verdict.value,
+                "label": self.label, "not_shown_safe": list(self.not_shown_safe),
+                "family": self.family,
                 "reason": self.reason, "warnings": list(self.warnings),
                 "tiers": [t.to_dict() for t in self.tiers]}
+
+
+def verdict_label(verdict: Verdict, unproven: int) -> str:
+    """PASS, FAIL, or "PASS (not shown safe on N tasks)"."""
+    if verdict is Verdict.PASS and unproven:
+        return f"PASS (not shown safe on {unproven} task{'s' if unproven != 1 else ''})"
+    return verdict.value
 
 
 @dataclass(frozen=True)
@@ -255,9 +290,16 @@ class ReleaseVerdict:
     exit_code: int
     candidates: tuple[str, ...]
     reason: str
+    #: undecided tasks, over the released candidates, that their policy counted as a pass
+    not_shown_safe: int = 0
+
+    @property
+    def label(self) -> str:
+        return verdict_label(self.verdict, self.not_shown_safe)
 
     def to_dict(self) -> dict[str, object]:
-        return {"verdict": self.verdict.value, "exit_code": self.exit_code,
+        return {"verdict": self.verdict.value, "label": self.label,
+                "not_shown_safe": self.not_shown_safe, "exit_code": self.exit_code,
                 "candidates": list(self.candidates), "reason": self.reason}
 
 
@@ -276,20 +318,18 @@ def chance_tolerance(chance: float, n: int) -> float:
     return max(0.01, noise)
 
 
-def judge_task(base: TaskRecords, candidate: TaskRecords, policy: TaskPolicy, *,
-               n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> TaskVerdict:
+def judge_task(base: TaskRecords, candidate: TaskRecords, policy: TaskPolicy) -> TaskVerdict:
     """One task on its own (a family of one: p_fail_adjusted = p_fail)."""
-    comparison = _compare_all([(base, candidate, policy)], n_boot=n_boot, seed=seed,
-                              workers=1)[0]
+    comparison = _compare_all([(base, candidate, policy)], family=1)[0]
     return _task_verdict(base, candidate, policy, comparison, comparison.p_fail, family=1)
 
 
-def judge_tier(tier: str, tasks: Sequence[TaskTriple], *, n_boot: int = DEFAULT_N_BOOT,
-               seed: int = 0, workers: int | None = 1) -> TierVerdict:
+def judge_tier(tier: str, tasks: Sequence[TaskTriple]) -> TierVerdict:
     """All tasks of a tier, p_fail Holm-adjusted across them."""
     _check_unique(tier, tasks)
-    comparisons = _compare_all(list(tasks), n_boot=n_boot, seed=seed, workers=workers)
-    return _tier_verdict(tier, tasks, comparisons)
+    comparisons = _compare_all(list(tasks), family=len(tasks))
+    adjusted = _holm_raw(tasks, comparisons, None)
+    return _tier_verdict(tier, tasks, comparisons, adjusted, family=len(tasks))
 
 
 def _check_unique(tier: str, tasks: Sequence[TaskTriple]) -> None:
@@ -300,50 +340,50 @@ def _check_unique(tier: str, tasks: Sequence[TaskTriple]) -> None:
                          key=f"{tier}.{duplicates[0]}", fix="list each task once per tier")
 
 
-def _tier_verdict(tier: str, tasks: Sequence[TaskTriple], comparisons: Sequence[Comparison],
-                  sequential: Mapping[str, SequentialOutcome] | None = None) -> TierVerdict:
-    """Holm over the tier. A task that stopped early takes part with p_fail = 1:
+def _holm_raw(tasks: Sequence[TaskTriple], comparisons: Sequence[Comparison],
+              sequential: Mapping[str, SequentialOutcome] | None) -> list[float]:
+    """Holm over one family. A task that stopped early takes part with p_fail = 1:
     its decision was made by its confidence sequence at the early level, and
     Holm's adjusted p-values never shrink when a raw one grows, so the others
     are held to at least the standard of a full evaluation (gate.sequential)."""
     seq = sequential or {}
     raw = [1.0 if (o := seq.get(b.task)) is not None and o.stopped is not None else c.p_fail
            for (b, _, _), c in zip(tasks, comparisons, strict=True)]
-    adjusted = holm(raw)
+    return [float(x) for x in holm(raw)]
+
+
+def _tier_verdict(tier: str, tasks: Sequence[TaskTriple], comparisons: Sequence[Comparison],
+                  adjusted: Sequence[float], *, family: int,
+                  sequential: Mapping[str, SequentialOutcome] | None = None) -> TierVerdict:
+    seq = sequential or {}
     verdicts = tuple(
-        _task_verdict(b, c, p, comp, float(adj), family=len(tasks), sequential=seq.get(b.task))
+        _task_verdict(b, c, p, comp, adj, family=family, sequential=seq.get(b.task))
         for (b, c, p), comp, adj in zip(tasks, comparisons, adjusted, strict=True))
     return TierVerdict(tier=tier, verdict=_worst([v.verdict for v in verdicts]), tasks=verdicts)
 
 
-def _compare_all(tasks: list[TaskTriple], *, n_boot: int, seed: int, workers: int | None,
+def _compare_all(tasks: list[TaskTriple], *, family: int,
                  sequential: Mapping[str, SequentialOutcome] | None = None) -> list[Comparison]:
-    """Every task's statistics in one batch, on `workers` threads (None: one per CPU).
-
-    The numbers depend neither on `workers` nor on the order of tasks
-    (see `gate.stats.compare_many`).
-    """
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else (os.cpu_count() or 1)
+    """Every task's statistics. A relative margin is passed as a function of the
+    base score (the paired_t test carries the base's noise); a task scored in
+    rounds keeps the threshold its looks used (from the base's full score)."""
     seq = sequential or {}
     jobs = []
     for base, candidate, policy in tasks:
         outcome = seq.get(base.task)
-        threshold = policy.threshold(base_score(base))
+        threshold: float | object = policy.threshold
         if outcome is not None and outcome.threshold is not None:
-            threshold = outcome.threshold  # from the base's full score, as the looks used
+            threshold = outcome.threshold
         alpha = outcome.alpha_final if outcome is not None else policy.alpha
-        jobs.append(CompareJob(base, candidate, threshold, alpha))
-    return compare_many(jobs, n_boot=n_boot, seed=seed, workers=max(1, workers))
+        jobs.append(CompareJob(base, candidate, threshold, alpha, family))  # type: ignore[arg-type]
+    return compare_many(jobs)
 
 
 def base_score(base: TaskRecords) -> float:
     """The base score thresholds are relative to (lm-eval's own for CORPUS)."""
     if base.aggregation is Aggregation.CORPUS or base.n == 0:
         return base.reported_score if base.reported_score is not None else math.nan
-    finite = np.isfinite(base.num) & np.isfinite(base.den)
-    return base.aggregation.score(base.num[finite], base.den[finite])
+    return base.aggregation.score(base.num, base.den)
 
 
 def _task_verdict(base: TaskRecords, candidate: TaskRecords, policy: TaskPolicy,
@@ -356,22 +396,33 @@ def _task_verdict(base: TaskRecords, candidate: TaskRecords, policy: TaskPolicy,
     if sequential is not None and sequential.threshold is not None:
         margin = abs(sequential.threshold)
     in_points = _in_points(base)
-    at_chance = (chance is not None and math.isfinite(comparison.base_score)
-                 and comparison.base_score <= chance + chance_tolerance(chance, base.n))
+    # the chance floor is judged on the base's full items, once: a round's
+    # subset of a base near chance would otherwise demote clear failures
+    full_score, full_n = comparison.base_score, base.n
+    if sequential is not None and sequential.base_score is not None:
+        full_score = sequential.base_score
+        full_n = sequential.base_n if sequential.base_n is not None else full_n
+    at_chance = (chance is not None and math.isfinite(full_score)
+                 and full_score <= chance + chance_tolerance(chance, full_n))
     if at_chance:
         flags.append("base_at_chance")
-    blocks = at_chance and policy.kind == "drop"
     decided = sequential.decision if sequential is not None and sequential.stopped == "decided" else None
+    blocks = at_chance and policy.kind == "drop" and decided != "FAIL"
     stopped = sequential is not None and sequential.stopped == "candidate_failed"
-    if blocks:
-        verdict = Verdict.INCONCLUSIVE
+    too_little = "too_little_information" in comparison.flags
+    if comparison.method == "infinite":
+        verdict = Verdict.FAIL
     elif decided is not None and sequential is not None:
         verdict = Verdict(decided)
         comparison = _sequential_comparison(comparison, sequential, base.higher_is_better)
         flags.append("stopped_early")
+    elif blocks:
+        verdict = Verdict.INCONCLUSIVE
     elif stopped:
         verdict = Verdict.INCONCLUSIVE
         flags.append("stopped_candidate_failed")
+    elif too_little:
+        verdict = Verdict.INCONCLUSIVE
     elif p_fail_adjusted < alpha:
         verdict = Verdict.FAIL
     elif comparison.p_pass < alpha:
@@ -379,14 +430,28 @@ def _task_verdict(base: TaskRecords, candidate: TaskRecords, policy: TaskPolicy,
     else:
         verdict = Verdict.INCONCLUSIVE
     advice = None
-    if stopped and not blocks and sequential is not None:
+    if comparison.method == "infinite":
+        ids = ", ".join(str(i) for i in comparison.infinite_items[:10])
+        more = " ..." if len(comparison.infinite_items) > 10 else ""
+        advice = Advice(None, f"{len(comparison.infinite_items):,} of {comparison.n:,} candidate "
+                              f"items have an infinite {base.metric} (log-likelihood -inf; doc ids "
+                              f"{ids}{more}), so the candidate's score is infinite")
+    elif blocks and verdict is Verdict.INCONCLUSIVE:
+        advice = _advice(comparison, replace(policy, alpha=alpha), margin, family,
+                         chance, base.n_choices, in_points)
+    elif stopped and sequential is not None:
         advice = Advice(None, f"scoring stopped after {sequential.n_used:,} of "
                               f"{sequential.n_total:,} items because the candidate had already "
                               "failed another task; set sequential.fail_fast: false in the "
                               "thresholds to score it fully")
+    elif too_little:
+        advice = Advice(None, f"only {comparison.changed:,} of {comparison.n_used:,} items changed "
+                              f"score between base and candidate; a {base.metric} verdict needs "
+                              f"at least {MIN_CHANGED_ITEMS} changed items (below that the "
+                              "standard error cannot be trusted): score more items")
     elif verdict is Verdict.INCONCLUSIVE:
         advice = _advice(comparison, replace(policy, alpha=alpha), margin, family,
-                         chance if blocks else None, base.n_choices, in_points)
+                         None, base.n_choices, in_points)
     flipped: tuple[FlippedItem, ...] = ()
     if verdict is not Verdict.PASS and base.binary and candidate.binary:
         flipped = _flipped(base, candidate)
@@ -438,7 +503,12 @@ def _advice(c: Comparison, policy: TaskPolicy, margin: float, family: int,
         distance = abs(c.improvement - c.threshold)
         what = "a zero margin"
         design = f"a true difference equal to the observed {amount(c.improvement)}"
-    needed = items_needed(c.sigma, distance, alpha=policy.alpha, k=family)
+    sigma = c.sigma
+    if c.method == "paired_exact" and margin > MARGIN_FLOOR:
+        # a true change of twice the margin flips at least that share of the items
+        disc = c.changed / c.n_used if c.n_used else 0.0
+        sigma = math.sqrt(max(max(disc, 2 * margin) - 4 * margin**2, 0.0))
+    needed = items_needed(sigma, distance, alpha=policy.alpha, k=family)
     if needed is None:
         return Advice(None, f"n={c.n_used:,} cannot decide {what} here, and more items alone "
                             "will not: the models agree on every item; set a non-zero margin")
@@ -470,23 +540,25 @@ def _flipped(base: TaskRecords, candidate: TaskRecords) -> tuple[FlippedItem, ..
 # ---------------------------------------------------------------- candidates
 
 def judge_candidate(name: str, kind: str, tasks: Mapping[str, Sequence[TaskTriple]], *,
-                    n_boot: int = DEFAULT_N_BOOT, seed: int = 0, path: str | None = None,
-                    fingerprint: str | None = None, workers: int | None = None,
-                    sequential: Mapping[str, SequentialOutcome] | None = None
-                    ) -> CandidateVerdict:
+                    path: str | None = None, fingerprint: str | None = None,
+                    sequential: Mapping[str, SequentialOutcome] | None = None,
+                    family: str = "tier") -> CandidateVerdict:
     """Every tier of one candidate; see the module docstring for the rule.
 
     `tasks` maps a tier name to its (base, candidate, policy) triples, the
-    records already paired (same items, same order). `workers` threads
-    compute the tasks' statistics (None: one per available CPU); results do
-    not depend on it, nor on the order of tasks. `sequential` maps a task to
-    how it was scored in rounds (gate.rounds); a task decided early takes the
-    decision of its confidence sequence.
+    records already paired (same items, same order). `sequential` maps a task
+    to how it was scored in rounds (gate.rounds); a task decided early takes
+    the decision of its confidence sequence. `family`: Holm's correction of
+    FAIL decisions runs over each tier's tasks ("tier") or over all of the
+    candidate's tasks ("candidate").
     """
     unknown = sorted(set(tasks) - set(TIERS))
     if unknown:
         raise ConfigError(f"unknown tier {unknown[0]!r}", key=unknown[0],
                           fix=f"use one of: {', '.join(TIERS)}")
+    if family not in ("tier", "candidate"):
+        raise ConfigError(f"unknown family {family!r}", key="family",
+                          fix="use tier or candidate")
     for tier, triples in tasks.items():
         for base, _, policy in triples:
             if policy.tier != tier:
@@ -497,11 +569,25 @@ def judge_candidate(name: str, kind: str, tasks: Mapping[str, Sequence[TaskTripl
     for tier in present:
         _check_unique(tier, tasks[tier])
     flat = [triple for tier in present for triple in tasks[tier]]
-    comparisons = iter(_compare_all(flat, n_boot=n_boot, seed=seed, workers=workers,
-                                    sequential=sequential))
-    tiers = tuple(_tier_verdict(tier, tasks[tier], [next(comparisons) for _ in tasks[tier]],
-                                sequential)
-                  for tier in present)
+    sizes = {tier: len(tasks[tier]) for tier in present}
+    comparisons: list[Comparison] = []
+    adjusted: list[float] = []
+    if family == "candidate":
+        comparisons = _compare_all(flat, family=len(flat), sequential=sequential)
+        adjusted = _holm_raw(flat, comparisons, sequential)
+    else:
+        for tier in present:
+            part = _compare_all(list(tasks[tier]), family=sizes[tier], sequential=sequential)
+            comparisons += part
+            adjusted += _holm_raw(tasks[tier], part, sequential)
+    tiers = []
+    at = 0
+    for tier in present:
+        k = sizes[tier]
+        tiers.append(_tier_verdict(tier, tasks[tier], comparisons[at:at + k], adjusted[at:at + k],
+                                   family=len(flat) if family == "candidate" else k,
+                                   sequential=sequential))
+        at += k
     every = [t for tier in tiers for t in tier.tasks]
     warnings = tuple(
         f"{t.tier} tier: {t.task} is inconclusive ({_interval(t)}); counted as a pass "
@@ -510,9 +596,12 @@ def judge_candidate(name: str, kind: str, tasks: Mapping[str, Sequence[TaskTripl
         and not t.stopped_by_candidate)
     failing = [t for t in every if t.resolved is Verdict.FAIL and not t.stopped_by_candidate]
     verdict = Verdict.FAIL if failing else Verdict.PASS
+    unproven = tuple(t.task for t in every if verdict is Verdict.PASS
+                     and t.verdict is Verdict.INCONCLUSIVE)
     return CandidateVerdict(name=name, kind=kind, verdict=verdict,
-                            reason=_candidate_reason(every, failing, warnings), tiers=tiers,
-                            warnings=warnings, path=path, fingerprint=fingerprint)
+                            reason=_candidate_reason(every, failing, warnings), tiers=tuple(tiers),
+                            warnings=warnings, path=path, fingerprint=fingerprint,
+                            not_shown_safe=unproven, family=family)
 
 
 def _candidate_reason(every: Sequence[TaskVerdict], failing: Sequence[TaskVerdict],
@@ -610,7 +699,11 @@ def judge_release(candidates: Sequence[CandidateVerdict],
     reason = f"{names[0]} passes" if len(names) == 1 else f"all {len(names)} candidates pass"
     if n_warn:
         reason += f" with {n_warn} warning{'s' if n_warn > 1 else ''}"
-    return ReleaseVerdict(Verdict.PASS, EXIT_PASS, tuple(names), reason)
+    unproven = sum(len(by_name[n].not_shown_safe) for n in names)
+    if unproven:
+        reason += (f"; not shown safe on {unproven} task{'s' if unproven != 1 else ''} "
+                   "(inconclusive, counted as a pass by policy)")
+    return ReleaseVerdict(Verdict.PASS, EXIT_PASS, tuple(names), reason, unproven)
 
 
 __all__ = [
@@ -628,4 +721,5 @@ __all__ = [
     "judge_release",
     "judge_task",
     "judge_tier",
+    "verdict_label",
 ]

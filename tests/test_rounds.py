@@ -77,7 +77,7 @@ def judge(name: str, plans: list[TaskPlan], base: dict[str, TaskRecords], cand: 
         b = select_items(base[p.name], sorted(k.doc_id for k in c.keys))
         c = select_items(c, sorted(k.doc_id for k in c.keys))
         by_tier.setdefault(p.task.tier, []).append((b, c, policies[p.name]))
-    return judge_candidate(name, "lora", by_tier, n_boot=B, seed=0, workers=1,  # type: ignore[arg-type]
+    return judge_candidate(name, "lora", by_tier,  # type: ignore[arg-type]
                            sequential=outcomes)  # type: ignore[arg-type]
 
 

@@ -67,7 +67,7 @@ def corpus(task: str, score: float, se: float) -> TaskRecords:
 
 def test_small_symmetric_churn_passes_a_drop_policy() -> None:
     base, cand = pair(2000, 0.8, 0.01, 0.01)
-    v = judge_task(base, cand, drop(0.02), n_boot=B)
+    v = judge_task(base, cand, drop(0.02))
     assert v.verdict is Verdict.PASS and v.advice is None and v.flipped == ()
 
 
@@ -76,7 +76,7 @@ def test_a_large_drop_fails_and_lists_flipped_items() -> None:
     base, cand = pair(400, 0.9, 0.4, 0.0)
     base.texts = texts
     cand.texts = [ItemText(t.prompt, t.target, "wrong") for t in texts]
-    v = judge_task(base, cand, drop(0.02), n_boot=B)
+    v = judge_task(base, cand, drop(0.02))
     assert v.verdict is Verdict.FAIL
     assert v.comparison.delta == pytest.approx(-0.4)
     assert len(v.flipped) == 20  # capped
@@ -87,78 +87,85 @@ def test_a_large_drop_fails_and_lists_flipped_items() -> None:
 
 def test_a_small_sample_is_inconclusive_with_sized_advice() -> None:
     base, cand = pair(200, 0.8, 0.05, 0.04)
-    v = judge_task(base, cand, drop(0.02), n_boot=B)
+    v = judge_task(base, cand, drop(0.02))
     assert v.verdict is Verdict.INCONCLUSIVE
     assert v.advice is not None and v.advice.items_needed is not None
     assert v.advice.items_needed > 200
     assert v.advice.message.startswith("n=200 cannot decide a 2.0-point margin here; about ")
     assert "80% power for a true drop of twice the margin" in v.advice.message
-    # sigma^2 = .09 - .01^2; (1.645 + .842) * sigma / .02, squared
-    sigma = math.sqrt(0.09 - 0.01**2)
+    # sigma at the design effect (a true drop of 4 points, discordance 9%):
+    # .09 - .04^2; (1.645 + .842) * sigma / .02, squared
+    sigma = math.sqrt(0.09 - 0.04**2)
     assert v.advice.items_needed == math.ceil(((1.6448536 + 0.8416212) * sigma / 0.02) ** 2)
 
 
 def test_zero_margin_advice_is_sized_on_the_observed_difference() -> None:
     base, cand = pair(200, 0.8, 0.05, 0.04)
-    v = judge_task(base, cand, drop(0.0), n_boot=B)
+    v = judge_task(base, cand, drop(0.0))
     assert v.verdict is Verdict.INCONCLUSIVE and v.advice is not None
     assert "zero margin" in v.advice.message and "observed -1.0 points" in v.advice.message
 
 
-def test_identical_candidate_has_zero_delta_and_passes_a_drop_policy() -> None:
+def test_identical_candidate_gets_an_interval_as_wide_as_n_allows() -> None:
+    """Agreement on every item is not proof of no drop: the interval is not
+    [0, 0] but of rule-of-three width, so 300 items cannot show a drop below 2
+    points while 1,000 can."""
     base, _ = pair(300, 0.7, 0.0, 0.0)
-    same = acc(base.num.copy())
-    v = judge_task(base, same, drop(0.02), n_boot=B)
+    v = judge_task(base, acc(base.num.copy()), drop(0.02))
     assert v.comparison.delta == 0.0
-    assert (v.comparison.ci_low, v.comparison.ci_high) == (0.0, 0.0)
-    assert v.verdict is Verdict.PASS
+    assert v.comparison.ci_low == pytest.approx(-v.comparison.ci_high)
+    assert 0.02 < v.comparison.ci_high < 10 / 300  # about ln(1/GAMMA) / n: the rule of three's kind
+    assert v.verdict is Verdict.INCONCLUSIVE
+    big, _ = pair(1000, 0.7, 0.0, 0.0)
+    v = judge_task(big, acc(big.num.copy()), drop(0.02))
+    assert v.verdict is Verdict.PASS and v.comparison.ci_low > -0.02
 
 
 @pytest.mark.parametrize("required", [0.05, 0.0])
 def test_identical_candidate_never_passes_a_gain_requirement(required: float) -> None:
     base, _ = pair(300, 0.7, 0.0, 0.0)
-    v = judge_task(base, acc(base.num.copy()), gain(required), n_boot=B)
+    v = judge_task(base, acc(base.num.copy()), gain(required))
     assert v.verdict is not Verdict.PASS
     if required > 0:
         assert v.verdict is Verdict.FAIL
     cand_v = judge_candidate("same", "lora", {"target": [(base, acc(base.num.copy()),
-                                                          gain(required))]}, n_boot=B)
+                                                          gain(required))]})
     assert cand_v.verdict is Verdict.FAIL
 
 
 def test_a_real_gain_passes_and_a_small_one_fails() -> None:
     base, cand = pair(1000, 0.4, 0.02, 0.25)
-    assert judge_task(base, cand, gain(0.05), n_boot=B).verdict is Verdict.PASS
+    assert judge_task(base, cand, gain(0.05)).verdict is Verdict.PASS
     base, cand = pair(1000, 0.4, 0.02, 0.03)
-    v = judge_task(base, cand, gain(0.05), n_boot=B)
+    v = judge_task(base, cand, gain(0.05))
     assert v.verdict is Verdict.FAIL and v.threshold == pytest.approx(0.05)
 
 
 def test_relative_margin_and_the_stricter_of_both() -> None:
     base, cand = pair(4000, 0.5, 0.04, 0.01)  # a 3-point drop, precisely measured
     relative_only = TaskPolicy("general", "drop", absolute=None, relative=0.2)  # 10 points
-    v = judge_task(base, cand, relative_only, n_boot=B)
+    v = judge_task(base, cand, relative_only)
     assert v.margin == pytest.approx(0.1) and v.verdict is Verdict.PASS
     both = TaskPolicy("general", "drop", absolute=0.01, relative=0.2)  # stricter: 1 point
-    v = judge_task(base, cand, both, n_boot=B)
+    v = judge_task(base, cand, both)
     assert v.margin == pytest.approx(0.01) and v.verdict is Verdict.FAIL
 
 
 def test_base_at_chance_is_inconclusive_whatever_the_candidate_did() -> None:
     base, cand = pair(400, 0.26, 0.2, 0.0, n_choices=4)
-    v = judge_task(base, cand, drop(0.02), n_boot=B)
+    v = judge_task(base, cand, drop(0.02))
     assert v.verdict is Verdict.INCONCLUSIVE
     assert "base_at_chance" in v.flags and v.chance == 0.25
     assert v.advice is not None and "at chance" in v.advice.message
     healthy_base, healthy_cand = pair(400, 0.6, 0.2, 0.0, n_choices=4)
-    assert judge_task(healthy_base, healthy_cand, drop(0.02), n_boot=B).verdict is Verdict.FAIL
+    assert judge_task(healthy_base, healthy_cand, drop(0.02)).verdict is Verdict.FAIL
 
 
 def test_base_at_chance_on_the_target_tier_is_still_decided() -> None:
     """A target skill the base lacks is the point of fine-tuning: flag it, decide it."""
     base, cand = pair(400, 0.25, 0.0, 0.5, n_choices=4)  # base 25%, candidate 75%
     gain = TaskPolicy("target", "gain", absolute=0.05, relative=None)
-    v = judge_task(base, cand, gain, n_boot=B)
+    v = judge_task(base, cand, gain)
     assert "base_at_chance" in v.flags
     assert v.verdict is Verdict.PASS
 
@@ -183,14 +190,14 @@ def test_perplexity_lower_is_better() -> None:
                            loglik, words)
 
     policy = drop(0.5)  # perplexity may rise by half a unit
-    worse = judge_task(ppl(ll), ppl(ll - 0.3 * words), policy, n_boot=B)
+    worse = judge_task(ppl(ll), ppl(ll - 0.3 * words), policy)
     assert worse.comparison.delta > 0.5 and worse.verdict is Verdict.FAIL
-    same = judge_task(ppl(ll), ppl(ll.copy()), policy, n_boot=B)
-    assert same.comparison.delta == 0.0 and same.verdict is Verdict.PASS
-    better = judge_task(ppl(ll), ppl(ll + 0.05 * words), policy, n_boot=B)
+    same = judge_task(ppl(ll), ppl(ll.copy()), policy)  # no item changed: no information
+    assert same.comparison.delta == 0.0 and same.verdict is Verdict.INCONCLUSIVE
+    assert "too_little_information" in same.flags and same.advice is not None
+    better = judge_task(ppl(ll), ppl(ll + 0.05 * words), policy)
     assert better.comparison.delta < 0 and better.verdict is Verdict.PASS
-    cand = judge_candidate("c", "lora", {"general": [(ppl(ll), ppl(ll - 0.3 * words), policy)]},
-                           n_boot=B)
+    cand = judge_candidate("c", "lora", {"general": [(ppl(ll), ppl(ll - 0.3 * words), policy)]})
     assert "general tier: wiki rose" in cand.reason
 
 
@@ -213,7 +220,7 @@ def test_holm_turns_two_borderline_fails_into_inconclusive() -> None:
 def test_tier_adjusts_with_holm_and_reports_its_summaries() -> None:
     pairs = [pair(500, 0.8, 0.01, 0.01, task="steady"), pair(300, 0.8, 0.3, 0.0, task="broken"),
              pair(100, 0.8, 0.04, 0.03, task="small")]
-    tier = judge_tier("general", [(b, c, drop(0.02)) for b, c in pairs], n_boot=B)
+    tier = judge_tier("general", [(b, c, drop(0.02)) for b, c in pairs])
     raw = [t.comparison.p_fail for t in tier.tasks]
     assert [t.p_fail_adjusted for t in tier.tasks] == pytest.approx(list(holm(raw)))
     assert tier.verdict is Verdict.FAIL
@@ -227,23 +234,20 @@ def test_tier_adjusts_with_holm_and_reports_its_summaries() -> None:
 
 def test_inconclusive_resolution_follows_each_policy() -> None:
     base, cand = pair(200, 0.8, 0.05, 0.04)
-    warn = judge_candidate("c", "lora", {"general": [(base, cand, drop(inconclusive="warn"))]},
-                           n_boot=B)
+    warn = judge_candidate("c", "lora", {"general": [(base, cand, drop(inconclusive="warn"))]})
     assert warn.verdict is Verdict.PASS and len(warn.warnings) == 1
     assert warn.tiers[0].verdict is Verdict.INCONCLUSIVE
     assert "counted as a pass" in warn.warnings[0]
-    fail = judge_candidate("c", "lora", {"general": [(base, cand, drop(inconclusive="fail"))]},
-                           n_boot=B)
+    fail = judge_candidate("c", "lora", {"general": [(base, cand, drop(inconclusive="fail"))]})
     assert fail.verdict is Verdict.FAIL
     assert fail.reason.startswith("general tier: toy is inconclusive")
-    silent = judge_candidate("c", "lora", {"general": [(base, cand, drop(inconclusive="pass"))]},
-                             n_boot=B)
+    silent = judge_candidate("c", "lora", {"general": [(base, cand, drop(inconclusive="pass"))]})
     assert silent.verdict is Verdict.PASS and silent.warnings == ()
 
 
 def test_candidate_reason_names_the_tier_task_and_interval() -> None:
     base, cand = pair(400, 0.9, 0.41, 0.0, task="toy_capitals")
-    v = judge_candidate("overfit", "lora", {"general": [(base, cand, drop(0.02))]}, n_boot=B)
+    v = judge_candidate("overfit", "lora", {"general": [(base, cand, drop(0.02))]})
     assert v.verdict is Verdict.FAIL
     assert v.reason.startswith("general tier: toy_capitals dropped 41.0 points (interval -")
     assert v.reason.endswith("beyond the allowed 2.0")
@@ -252,13 +256,12 @@ def test_candidate_reason_names_the_tier_task_and_interval() -> None:
 def test_results_do_not_depend_on_task_order() -> None:
     a = pair(300, 0.8, 0.05, 0.03, task="a")
     b = pair(300, 0.7, 0.02, 0.04, task="b")
-    one = judge_candidate("c", "lora", {"general": [(*a, drop()), (*b, drop())]}, n_boot=B)
-    two = judge_candidate("c", "lora", {"general": [(*b, drop()), (*a, drop())]}, n_boot=B)
+    one = judge_candidate("c", "lora", {"general": [(*a, drop()), (*b, drop())]})
+    two = judge_candidate("c", "lora", {"general": [(*b, drop()), (*a, drop())]})
     by_task = {t["task"]: t for t in one.to_dict()["tiers"][0]["tasks"]}  # type: ignore[index]
     for t in two.to_dict()["tiers"][0]["tasks"]:  # type: ignore[index]
         assert t == by_task[t["task"]]
-    threaded = judge_candidate("c", "lora", {"general": [(*a, drop()), (*b, drop())]},
-                               n_boot=B, workers=2)
+    threaded = judge_candidate("c", "lora", {"general": [(*a, drop()), (*b, drop())]})
     assert threaded.to_dict() == one.to_dict()
 
 
@@ -274,18 +277,19 @@ def test_tier_names_are_checked() -> None:
 
 def test_to_dict_has_the_results_shape_and_is_strict_json() -> None:
     base, cand = pair(300, 0.8, 0.2, 0.0, task="toy_capitals")
-    v = judge_candidate("overfit", "lora", {"general": [(base, cand, drop())]}, n_boot=B,
+    v = judge_candidate("overfit", "lora", {"general": [(base, cand, drop())]},
                         path="/adapters/overfit", fingerprint="abc")
     d = v.to_dict()
     json.dumps(d, allow_nan=False)
-    assert set(d) == {"name", "kind", "path", "fingerprint", "verdict", "reason", "warnings",
-                      "tiers"}
+    assert set(d) == {"name", "kind", "path", "fingerprint", "verdict", "label",
+                      "not_shown_safe", "family", "reason", "warnings", "tiers"}
     tier = d["tiers"][0]  # type: ignore[index]
     assert set(tier) == {"tier", "verdict", "mean_delta_items", "mean_delta_tasks",
                          "worst_task", "tasks"}
     assert set(tier["tasks"][0]) == {
         "task", "metric", "higher_is_better", "aggregation", "base_score", "candidate_score",
-        "delta", "ci_low", "ci_high", "ci_level", "method", "p_value", "p_fail",
+        "delta", "ci_low", "ci_high", "ci_level", "method", "p_value", "p_any_difference",
+        "changed", "detectable", "infinite_items", "p_fail",
         "p_fail_adjusted", "p_pass", "n", "n_used", "kind", "margin", "threshold", "verdict",
         "inconclusive_policy", "advice", "chance", "flags", "flipped", "sequential"}
     assert set(tier["tasks"][0]["flipped"][0]) == {"doc_id", "prompt", "target",
@@ -306,8 +310,8 @@ def test_release_requires_every_candidate_by_default() -> None:
     assert r.reason == "overfit fails: overfit reason"
     r = judge_release([good, bad], release=["careful"])
     assert (r.verdict, r.exit_code, r.candidates) == (Verdict.PASS, EXIT_PASS, ("careful",))
-    assert r.to_dict() == {"verdict": "PASS", "exit_code": 0, "candidates": ["careful"],
-                           "reason": "careful passes"}
+    assert r.to_dict() == {"verdict": "PASS", "label": "PASS", "not_shown_safe": 0,
+                           "exit_code": 0, "candidates": ["careful"], "reason": "careful passes"}
 
 
 def test_release_counts_warnings_and_rejects_unknown_names() -> None:
