@@ -117,9 +117,7 @@ GAMMA = 1e-4
 #: (its exact size stays <= 0.052 at alpha 0.05 there, even with every flip one way)
 ASYMPTOTIC_DISCORDANT = 200
 #: a paired_t task needs at least this many items whose scores differ
-MIN_CHANGED_ITEMS = 20
-#: bisection steps for interval bounds (2^-60 of the search range)
-BISECT_STEPS = 60
+MIN_CHANGED_ITEMS = 50
 #: planning power of `items_needed` and `detectable_improvement`
 POWER = 0.8
 #: doc ids listed per task in messages about non-finite items
@@ -284,116 +282,128 @@ def tango_z(won: npt.ArrayLike, lost: npt.ArrayLike, n: npt.ArrayLike,
     return np.asarray(np.nan_to_num(z, nan=0.0), dtype=np.float64)
 
 
-def _bisect(f: Callable[[float], bool], lo: float, hi: float) -> float:
-    """The boundary of a predicate that is True at lo and False at hi."""
-    for _ in range(BISECT_STEPS):
-        mid = (lo + hi) / 2.0
-        if f(mid):
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
-
-
 def binary_interval(won: int, lost: int, n: int, alpha: float) -> tuple[float, float]:
     """The (1 - 2 alpha) interval of d: thresholds neither exact test rejects.
 
     lower = sup{t : p_pass(t) < alpha}, upper = inf{t : p_fail(t) < alpha}
     (-1 / +1 when no threshold is rejected: the data say nothing there).
+    p_pass grows with t and p_fail falls, so each edge is found on a grid of
+    thresholds refined around it (to about 1e-9).
     """
-    def passes(t: float) -> bool:
-        return bool(binary_pvalues(won, lost, n, t)[0] < alpha)
+    def passes(t: FloatArray) -> npt.NDArray[np.bool_]:
+        return binary_pvalues(won, lost, n, t)[0] < alpha
 
-    def fails(t: float) -> bool:
-        return bool(binary_pvalues(won, lost, n, t)[1] < alpha)
+    def not_fails(t: FloatArray) -> npt.NDArray[np.bool_]:
+        return ~(binary_pvalues(won, lost, n, t)[1] < alpha)
 
     edge = 1.0 - 1e-12
-    if not passes(-edge):
-        low = -1.0
-    elif passes(edge):
-        low = 1.0
-    else:
-        low = _bisect(passes, -edge, edge)
-    if not fails(edge):
-        high = 1.0
-    elif fails(-edge):
-        high = -1.0
-    else:
-        high = _bisect(lambda t: not fails(t), -edge, edge)
+    ends = np.array([-edge, edge])
+    p_ends, n_ends = passes(ends), not_fails(ends)
+    low = -1.0 if not p_ends[0] else 1.0 if p_ends[1] else _grid_edge(passes, -edge, edge)
+    high = 1.0 if n_ends[1] else -1.0 if not n_ends[0] else _grid_edge(not_fails, -edge, edge)
     return low, high
 
 
 # ------------------------------------------------------------ other metrics
 
-@dataclass(frozen=True)
-class _RatioPair:
-    """Paired ratio-of-sums estimates and their per-item influence values."""
+def ratio_pvalues(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray,
+                  agg: Aggregation, sign: float, thr: ThresholdFn | FloatArray
+                  ) -> tuple[FloatArray, FloatArray]:
+    """(p_pass, p_fail) of the paired delta-method t test, one per row.
 
-    agg: Aggregation
-    sign: float
-    r_b: float
-    r_c: float
-    psi_b: FloatArray
-    psi_c: FloatArray
+    nb, db, nc, dc: (rows, n) arrays of the base's and candidate's per-item
+    sums (one row per task, or per simulated task in the calibration tests).
+    thr: the threshold as a function of the base score, or one absolute
+    threshold per row.
+    See the module docstring: theta = s e (R_c - q(R_b)) on the ratio scale,
+    se from both ratios' influence values, Student's t with n - 1 d.f.
+    """
+    nb, db, nc, dc = (np.atleast_2d(np.asarray(x, dtype=np.float64)) for x in (nb, db, nc, dc))
+    n = nb.shape[1]
+    r_b = nb.sum(axis=1) / db.sum(axis=1)
+    r_c = nc.sum(axis=1) / dc.sum(axis=1)
+    psi_b = (nb - r_b[:, None] * db) / db.mean(axis=1)[:, None]
+    psi_c = (nc - r_c[:, None] * dc) / dc.mean(axis=1)[:, None]
 
-    @classmethod
-    def of(cls, nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray,
-           agg: Aggregation, sign: float) -> _RatioPair:
-        r_b = float(np.sum(nb) / np.sum(db))
-        r_c = float(np.sum(nc) / np.sum(dc))
-        return cls(agg, sign, r_b, r_c, (nb - r_b * db) / float(np.mean(db)),
-                   (nc - r_c * dc) / float(np.mean(dc)))
+    fixed = None if callable(thr) else np.broadcast_to(np.asarray(thr, dtype=np.float64), r_b.shape)
 
-    @property
-    def n(self) -> int:
-        return int(self.psi_b.size)
+    def boundary(r: FloatArray) -> FloatArray:
+        score = np.asarray(agg.transform(r), dtype=np.float64)
+        if fixed is not None:
+            target = score + sign * fixed
+        else:
+            target = score + sign * np.array([thr(float(x)) for x in score])  # type: ignore[operator]
+        return np.array([agg.inverse(float(x)) if math.isfinite(x) else math.nan
+                         for x in target])
 
-    def boundary(self, r_b: float, thr: ThresholdFn) -> float:
-        """q(R_b): the candidate ratio at which the improvement equals the threshold."""
-        score_b = float(self.agg.transform(r_b))
-        return self.agg.inverse(score_b + self.sign * thr(score_b))
+    h = 1e-6 * np.maximum(1.0, np.abs(r_b))
+    q = boundary(r_b)
+    slope = (boundary(r_b + h) - boundary(r_b - h)) / (2 * h)
+    slope = np.where(np.isfinite(slope), slope, 1.0)
+    se_sign = sign * agg.direction
+    psi = se_sign * (psi_c - slope[:, None] * psi_b)
+    se = np.sqrt((psi**2).sum(axis=1) / (n * (n - 1))) if n > 1 else np.full(r_b.shape, np.nan)
+    theta = se_sign * (r_c - q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = theta / se
+        # Hall's (1992) monotone transformation removes the studentized
+        # statistic's skewness (a mixture of unchanged items and a few large
+        # shifts is very skewed); gamma is the skewness of the influence values
+        m2 = (psi**2).mean(axis=1)
+        gamma = np.where(m2 > 0, (psi**3).mean(axis=1) / m2**1.5, 0.0)
+        root = math.sqrt(n)
+        z = t + gamma * t**2 / (3 * root) + gamma**2 * t**3 / (27 * n) + gamma / (6 * root)
+    p_pass = np.asarray(sps.t.sf(z, max(n - 1, 1)), dtype=np.float64)
+    p_fail = np.asarray(sps.t.cdf(z, max(n - 1, 1)), dtype=np.float64)
+    undecidable = ~np.isfinite(se) | (se <= 0)
+    p_pass = np.where(undecidable, 1.0, p_pass)
+    p_fail = np.where(undecidable, 1.0, p_fail)
+    # the threshold lies outside the metric's range (a required fall in perplexity
+    # larger than the base's perplexity): it can never be met
+    outside = np.isnan(q)
+    return np.where(outside, 1.0, p_pass), np.where(outside, 0.0, p_fail)
 
-    def statistic(self, thr: ThresholdFn) -> tuple[float, float]:
-        """(theta, se) on the ratio scale; theta > 0 <=> improvement > threshold."""
-        q = self.boundary(self.r_b, thr)
-        if not math.isfinite(q):
-            return math.nan, math.nan
-        h = 1e-6 * max(1.0, abs(self.r_b))
-        q_up, q_down = self.boundary(self.r_b + h, thr), self.boundary(self.r_b - h, thr)
-        slope = (q_up - q_down) / (2 * h) if math.isfinite(q_up) and math.isfinite(q_down) else 1.0
-        se_ = self.sign * self.agg.direction
-        psi = se_ * (self.psi_c - slope * self.psi_b)
-        n = self.n
-        se = math.sqrt(float(np.sum(psi**2)) / (n * (n - 1))) if n > 1 else math.nan
-        return se_ * (self.r_c - q), se
 
-    def pvalues(self, thr: ThresholdFn) -> tuple[float, float]:
-        """(p_pass, p_fail) against Student's t with n - 1 degrees of freedom."""
-        theta, se = self.statistic(thr)
-        if math.isnan(theta):
-            # the threshold lies outside the metric's range: e.g. a required drop
-            # in perplexity larger than the base's perplexity can never be met
-            return 1.0, 0.0
-        if not math.isfinite(se) or se <= 0:
-            return 1.0, 1.0
-        z = theta / se
-        return float(sps.t.sf(z, self.n - 1)), float(sps.t.cdf(z, self.n - 1))
+def changed_items(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray) -> FloatArray:
+    """Per row: the items whose scores differ between the two models."""
+    return np.asarray(((np.atleast_2d(nb) != np.atleast_2d(nc))
+                       | (np.atleast_2d(db) != np.atleast_2d(dc))).sum(axis=1))
 
-    def interval(self, alpha: float, improvement: float, sigma: float) -> tuple[float, float]:
-        """(1 - 2 alpha) interval of the improvement, by inverting the two tests
-        over absolute thresholds."""
-        width = 60.0 * max(sigma, 1e-12) / math.sqrt(max(self.n, 1)) + 1e-9 * max(1.0, abs(improvement))
 
-        def passes(a: float) -> bool:
-            return self.pvalues(lambda _b: a)[0] < alpha
+def _ratio_interval(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray,
+                    agg: Aggregation, sign: float, alpha: float, improvement: float,
+                    sigma: float) -> tuple[float, float]:
+    """(1 - 2 alpha) interval of the improvement: the absolute thresholds the
+    two tests do not reject, found on a grid refined around each edge."""
+    width = 60.0 * max(sigma, 1e-12) / math.sqrt(max(nb.size, 1)) + 1e-9 * max(1.0, abs(improvement))
 
-        def fails(a: float) -> bool:
-            return self.pvalues(lambda _b: a)[1] < alpha
+    def rejects(side: int, a: FloatArray) -> npt.NDArray[np.bool_]:
+        rows = a.size
+        tb, tdb, tc, tdc = (np.broadcast_to(x, (rows, x.size)) for x in (nb, db, nc, dc))
+        return ratio_pvalues(tb, tdb, tc, tdc, agg, sign, a)[side] < alpha
 
-        lo_edge, hi_edge = improvement - width, improvement + width
-        low = _bisect(passes, lo_edge, improvement) if passes(lo_edge) else -math.inf
-        high = _bisect(lambda a: not fails(a), improvement, hi_edge) if fails(hi_edge) else math.inf
-        return low, high
+    def passes(a: FloatArray) -> npt.NDArray[np.bool_]:
+        return rejects(0, a)
+
+    def not_fails(a: FloatArray) -> npt.NDArray[np.bool_]:
+        return ~rejects(1, a)
+
+    ends = np.array([improvement - width, improvement + width])
+    low = _grid_edge(passes, ends[0], improvement) if passes(ends[:1])[0] else -math.inf
+    high = _grid_edge(not_fails, improvement, ends[1]) if not not_fails(ends[1:])[0] else math.inf
+    return low, high
+
+
+def _grid_edge(holds: Callable[[FloatArray], npt.NDArray[np.bool_]], lo: float, hi: float, *,
+               steps: int = 5, points: int = 33) -> float:
+    """Where a monotone predicate (True at lo, False at hi) turns False, by a
+    vectorised grid refined `steps` times: precision (hi - lo) / (points - 1)^steps."""
+    for _ in range(steps):
+        grid = np.linspace(lo, hi, points)
+        ok = holds(grid)
+        last = int(np.flatnonzero(ok)[-1]) if ok.any() else 0
+        lo, hi = float(grid[last]), float(grid[min(last + 1, points - 1)])
+    return (lo + hi) / 2.0
 
 
 # ------------------------------------------------------------------ the API
@@ -517,16 +527,16 @@ def compare_paired(job: CompareJob) -> Comparison:
         return Comparison(score_b, score_c, delta, improvement, threshold, ci[0], ci[1], level,
                           "paired_exact", mcnemar_exact(right_b, right_c), float(pf[()]),
                           float(pp[()]), n, n, sigma, (), changed, detectable)
-    pair = _RatioPair.of(nb, db, nc, dc, agg, sign)
-    sigma = _improvement_sigma(pair)
+    sigma = _improvement_sigma(nb, db, nc, dc, agg, sign)
     flags: list[str] = []
     if changed < MIN_CHANGED_ITEMS:
         flags.append("too_little_information")
         p_pass, p_fail = 1.0, 1.0
         lo, hi = -math.inf, math.inf
     else:
-        p_pass, p_fail = pair.pvalues(job.threshold_fn())
-        lo, hi = pair.interval(alpha, improvement, sigma)
+        pp_, pf_ = ratio_pvalues(nb, db, nc, dc, agg, sign, job.threshold_fn())
+        p_pass, p_fail = float(pp_[0]), float(pf_[0])
+        lo, hi = _ratio_interval(nb, db, nc, dc, agg, sign, alpha, improvement, sigma)
     detectable = (detectable_improvement(threshold, sigma, base.n, alpha=alpha, k=job.family)
                   if changed >= MIN_CHANGED_ITEMS else None)
     ci = (lo, hi) if base.higher_is_better else (-hi, -lo)
@@ -614,13 +624,16 @@ def detectable_improvement(threshold: float, spread: float, n: int, *, alpha: fl
 
 # ------------------------------------------------------------- internals
 
-def _improvement_sigma(pair: _RatioPair) -> float:
+def _improvement_sigma(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray,
+                       agg: Aggregation, sign: float) -> float:
     """Per-item SD of the improvement on the metric's scale (delta method)."""
-    def slope(r: float) -> float:
+    def influence(num: FloatArray, den: FloatArray) -> FloatArray:
+        r = float(np.sum(num) / np.sum(den))
         h = 1e-6 * max(1.0, abs(r))
-        return (float(pair.agg.transform(r + h)) - float(pair.agg.transform(r - h))) / (2 * h)
+        slope = (float(agg.transform(r + h)) - float(agg.transform(r - h))) / (2 * h)
+        return slope * (num - r * den) / float(np.mean(den))
 
-    psi = pair.sign * (slope(pair.r_c) * pair.psi_c - slope(pair.r_b) * pair.psi_b)
+    psi = sign * (influence(nc, dc) - influence(nb, db))
     return float(np.sqrt(np.mean(psi**2)))
 
 

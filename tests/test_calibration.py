@@ -1,113 +1,374 @@
-"""Monte Carlo checks that the gate's error rates are the ones it promises.
+"""Monte Carlo checks that the gate's error rates are the ones it states.
 
-Simulated paired binary tasks (the common case: accuracy, exact match) with a
-known true difference, judged exactly as a real run would be. Seeded, small B
-(the decisions here are not near the Monte Carlo resolution of B=1000), a few
-hundred simulated tasks each; runs in seconds. Allowances are 3 binomial
-standard errors of the simulated rate.
+The grid of issue 11: n in {5, 10, 20, 50, 100, 200, 1000} items x flip rate
+(binary) or share of changed items (perplexity) in {1%, 4%, 20%, 40%} x the
+truth: exactly at the margin on the drop side, exactly at the margin on the
+gain side, and no change at all. At the margin both errors are possible and
+each must stay at or below alpha: a PASS there is a false PASS (the truth is
+not better than the threshold) and a FAIL a false FAIL. With no change, a
+drop policy's FAIL is a false FAIL.
+
+Binary cells: the discordance is max(flip rate, |true difference|) (a 3-point
+drop needs at least 3% of the items to flip), all of the extra flips on one
+side; candidate-better and candidate-worse items are drawn from a multinomial.
+Perplexity cells: words per item uniform on 20..200, base negative
+log-likelihood per word Gamma(4, 0.5) (mean 2), a changed item's per-word
+value shifted by Normal(mu, 0.5 |mu| + 0.1) with mu chosen so that the
+population perplexity is exactly (1 + r) times the base's (drop side) or
+(1 - r) times (gain side), r = 5% the relative margin. (In the 1% gain cells
+a shift that large can push a changed item's log-likelihood above zero; the
+test does not rely on that bound.)
+
+Replications: `REPS_FAST` per cell through the vectorised decision functions
+the verdict engine calls (`binary_pvalues`, `ratio_pvalues` and the
+minimum-information rule), after a check that `judge_task` takes exactly
+their decisions; `REPS_ROUNDS` per cell through `score_in_rounds` and
+`judge_candidate`, early stopping on. The bound is alpha + 3 binomial
+standard errors of the simulated rate at alpha (5.46% at 20,000 replications,
+5.84% at 6,000, 8.8% at 300). Seeded: the same numbers every run.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
 
+from gate.config import SequentialConfig, TaskSpec
+from gate.evaluate import TaskPlan
 from gate.policy import TaskPolicy
-from gate.records import Aggregation, ItemKey, TaskRecords
-from gate.stats import items_needed
-from gate.verdict import Verdict, judge_task, judge_tier
+from gate.records import Aggregation, ItemKey, TaskRecords, select_items
+from gate.rounds import pooled_ids, score_in_rounds
+from gate.stats import (
+    MIN_CHANGED_ITEMS,
+    binary_pvalues,
+    changed_items,
+    items_needed,
+    ratio_pvalues,
+)
+from gate.tasks import ResolvedTask
+from gate.verdict import Verdict, judge_candidate, judge_release, judge_task
 
 ALPHA = 0.05
-N_BOOT = 1000
-SIMS = 1000
+MARGIN = 0.03  # binary: 3 points, absolute
+RELATIVE = 0.05  # perplexity: 5% of the base's perplexity
+GRID_N = (5, 10, 20, 50, 100, 200, 1000)
+FLIPS = (0.01, 0.04, 0.20, 0.40)
+TRUTHS = ("drop_at_margin", "gain_at_margin", "zero")
+REPS_FAST = 20_000
+REPS_RATIO = 6_000
+REPS_ROUNDS = 300
 
 
-def simulate(n: int, p10: float, p01: float, rng: np.random.Generator,
-             task: str = "sim") -> tuple[TaskRecords, TaskRecords]:
-    """n paired items: base right/candidate wrong w.p. p10, the reverse w.p. p01;
-    the rest agree (both right w.p. 0.6)."""
-    cat = rng.choice(4, size=n, p=[p10, p01, 0.6, 1 - p10 - p01 - 0.6])
-    base = np.isin(cat, [0, 2]).astype(float)
-    cand = np.isin(cat, [1, 2]).astype(float)
-    k = [ItemKey(i, f"h{i}") for i in range(n)]
-
-    def rec(values: np.ndarray) -> TaskRecords:
-        return TaskRecords(task, "acc", True, Aggregation.MEAN, k, values, np.ones(n), binary=True)
-
-    return rec(base), rec(cand)
+def bound(reps: int, rate: float = ALPHA) -> float:
+    return rate + 3 * math.sqrt(rate * (1 - rate) / reps)
 
 
-def drop(margin: float) -> TaskPolicy:
-    return TaskPolicy(tier="general", kind="drop", absolute=margin, relative=None, alpha=ALPHA)
+# --------------------------------------------------------------- binary cells
+
+def binary_cell(truth: str, flip: float) -> tuple[float, float, TaskPolicy]:
+    """(p_better, p_worse, policy) of one binary cell."""
+    d = {"drop_at_margin": -MARGIN, "gain_at_margin": MARGIN, "zero": 0.0}[truth]
+    disc = max(flip, abs(d))
+    kind = "gain" if truth == "gain_at_margin" else "drop"
+    tier = "target" if kind == "gain" else "general"
+    policy = TaskPolicy(tier=tier, kind=kind, absolute=MARGIN, relative=None, alpha=ALPHA)  # type: ignore[arg-type]
+    return (disc + d) / 2, (disc - d) / 2, policy
 
 
-def upper_allowance(rate: float, sims: int) -> float:
-    return rate + 3 * math.sqrt(rate * (1 - rate) / sims)
+def acc_records(values: np.ndarray, task: str = "sim") -> TaskRecords:
+    n = values.size
+    return TaskRecords(task, "acc", True, Aggregation.MEAN, [ItemKey(i, f"h{i}") for i in range(n)],
+                       values.astype(float), np.ones(n), binary=True)
 
 
-def lower_allowance(rate: float, sims: int) -> float:
-    return rate - 3 * math.sqrt(rate * (1 - rate) / sims)
+def binary_pair(n: int, p_better: float, p_worse: float, rng: np.random.Generator,
+                base_right: float = 0.6, task: str = "sim") -> tuple[TaskRecords, TaskRecords]:
+    """n paired items: candidate better w.p. p_better, worse w.p. p_worse."""
+    cat = rng.choice(3, size=n, p=[p_better, p_worse, 1 - p_better - p_worse])
+    agree = (rng.random(n) < base_right).astype(float)
+    base = np.where(cat == 0, 0.0, np.where(cat == 1, 1.0, agree))
+    cand = np.where(cat == 0, 1.0, np.where(cat == 1, 0.0, agree))
+    return acc_records(base, task), acc_records(cand, task)
 
 
-@pytest.mark.parametrize("margin", [0.0, 0.02])
-def test_no_true_difference_fails_at_most_alpha(margin: float) -> None:
-    """A candidate exactly as good as the base (20% of items flip, both ways).
+def test_judge_task_takes_exactly_the_vectorised_binary_decision() -> None:
+    """The fast Monte Carlo below runs `binary_pvalues`; this pins that a real
+    `judge_task` decides exactly as it does, in every kind of cell."""
+    rng = np.random.default_rng(11)
+    checked = 0
+    for n in (5, 20, 100, 1000):
+        for truth in TRUTHS:
+            for flip in (0.04, 0.4):
+                pb, pw, policy = binary_cell(truth, flip)
+                for _ in range(5):
+                    base, cand = binary_pair(n, pb, pw, rng)
+                    v = judge_task(base, cand, policy)
+                    won = int(np.sum((cand.num == 1) & (base.num == 0)))
+                    lost = int(np.sum((cand.num == 0) & (base.num == 1)))
+                    p_pass, p_fail = binary_pvalues(won, lost, n, policy.threshold(base.score))
+                    expected = (Verdict.FAIL if p_fail < ALPHA else
+                                Verdict.PASS if p_pass < ALPHA else Verdict.INCONCLUSIVE)
+                    assert v.verdict is expected
+                    assert (v.comparison.ci_low > v.threshold) == (v.verdict is Verdict.PASS)
+                    assert (v.comparison.ci_high < v.threshold) == (v.verdict is Verdict.FAIL)
+                    checked += 1
+    assert checked == 4 * 3 * 2 * 5
 
-    The threshold sits at -margin; with margin 0 the truth is *on* the
-    threshold, the hardest case for the FAIL error rate.
-    """
-    rng = np.random.default_rng(0)
-    fails = sum(
-        judge_task(*simulate(300, 0.10, 0.10, rng), drop(margin), n_boot=N_BOOT,
-                   seed=i).verdict is Verdict.FAIL
-        for i in range(SIMS))
-    assert fails / SIMS <= upper_allowance(ALPHA, SIMS)
-    if margin == 0.0:  # and the test is not vacuous: it does fail about alpha of the time
-        assert fails / SIMS >= 0.01
+
+def binary_rates(n: int, truth: str, flip: float, reps: int, seed: int) -> tuple[float, float]:
+    """(P(PASS), P(FAIL)) of one cell, early stopping off."""
+    pb, pw, policy = binary_cell(truth, flip)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, [pb, pw, 1 - pb - pw], size=reps)
+    p_pass, p_fail = binary_pvalues(counts[:, 0], counts[:, 1], n, policy.threshold(0.6))
+    fail = p_fail < ALPHA
+    return float(np.mean(~fail & (p_pass < ALPHA))), float(np.mean(fail))
+
+
+@pytest.mark.parametrize("truth", TRUTHS)
+def test_binary_error_rates_hold_in_every_cell(truth: str) -> None:
+    limit = bound(REPS_FAST)
+    table = []
+    for i, n in enumerate(GRID_N):
+        for j, flip in enumerate(FLIPS):
+            passes, fails = binary_rates(n, truth, flip, REPS_FAST, seed=1000 * i + j)
+            table.append((n, flip, passes, fails))
+            assert fails <= limit, f"false FAIL {fails:.4f} at n={n}, flips {flip:.0%}"
+            if truth != "zero":
+                assert passes <= limit, f"false PASS {passes:.4f} at n={n}, flips {flip:.0%}"
+    # not vacuous: where the data can decide, the errors are near alpha, and with
+    # no true change a 3-point margin is shown safe at large n
+    if truth != "zero":
+        assert max(f for *_, f in table) > 0.03
+    else:
+        assert dict(((n, f), p) for n, f, p, _ in table)[(1000, 0.04)] > 0.8
+
+
+# ----------------------------------------------------------- perplexity cells
+
+def ppl_arrays(n: int, truth: str, share: float, reps: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, ...]:
+    words = rng.integers(20, 201, size=(reps, n)).astype(float)
+    nll = rng.gamma(4.0, 0.5, size=(reps, n))
+    mu = {"drop_at_margin": math.log(1 + RELATIVE) / share,
+          "gain_at_margin": math.log(1 - RELATIVE) / share, "zero": 0.0}[truth]
+    scale = 0.5 * abs(mu) + 0.1 if mu else 0.3
+    changed = rng.random((reps, n)) < share
+    shift = np.where(changed, rng.normal(mu, scale, size=(reps, n)), 0.0)
+    return -words * nll, words, -words * (nll + shift), words
+
+
+def ppl_policy(truth: str) -> TaskPolicy:
+    kind = "gain" if truth == "gain_at_margin" else "drop"
+    return TaskPolicy(tier="target" if kind == "gain" else "general", kind=kind,  # type: ignore[arg-type]
+                      absolute=None, relative=RELATIVE, alpha=ALPHA)
+
+
+def ppl_records(ll: np.ndarray, words: np.ndarray) -> TaskRecords:
+    n = ll.size
+    return TaskRecords("text", "word_perplexity", False, Aggregation.WEIGHTED_PERPLEXITY,
+                       [ItemKey(i, f"h{i}") for i in range(n)], ll, words)
+
+
+def ppl_decisions(nb: np.ndarray, db: np.ndarray, nc: np.ndarray, dc: np.ndarray,
+                  policy: TaskPolicy) -> tuple[np.ndarray, np.ndarray]:
+    """(PASS, FAIL) per row, as compare_paired and judge_task decide."""
+    p_pass, p_fail = ratio_pvalues(nb, db, nc, dc, Aggregation.WEIGHTED_PERPLEXITY, -1.0,
+                                   policy.threshold)
+    enough = changed_items(nb, db, nc, dc) >= MIN_CHANGED_ITEMS
+    fail = enough & (p_fail < ALPHA)
+    return enough & ~fail & (p_pass < ALPHA), fail
+
+
+def test_judge_task_takes_exactly_the_vectorised_perplexity_decision() -> None:
+    rng = np.random.default_rng(12)
+    for n in (20, 100, 1000):
+        for truth in TRUTHS:
+            arrays = ppl_arrays(n, truth, 0.4, 4, rng)
+            passes, fails = ppl_decisions(*arrays, ppl_policy(truth))
+            for r in range(4):
+                nb, db, nc, dc = (a[r] for a in arrays)
+                v = judge_task(ppl_records(nb, db), ppl_records(nc, dc), ppl_policy(truth))
+                expected = (Verdict.FAIL if fails[r] else Verdict.PASS if passes[r]
+                            else Verdict.INCONCLUSIVE)
+                assert v.verdict is expected
+
+
+@pytest.mark.parametrize("truth", TRUTHS)
+def test_perplexity_error_rates_hold_in_every_cell(truth: str) -> None:
+    limit = bound(REPS_RATIO)
+    policy = ppl_policy(truth)
+    worst_fail = 0.0
+    for i, n in enumerate(GRID_N):
+        reps = REPS_RATIO if n <= 200 else REPS_RATIO // 3  # memory: reps x n arrays
+        lim = limit if n <= 200 else bound(reps)
+        for j, share in enumerate(FLIPS):
+            rng = np.random.default_rng(5000 + 100 * i + j)
+            passes, fails = ppl_decisions(*ppl_arrays(n, truth, share, reps, rng), policy)
+            worst_fail = max(worst_fail, float(fails.mean()))
+            assert fails.mean() <= lim, f"false FAIL {fails.mean():.4f} at n={n}, {share:.0%} changed"
+            if truth != "zero":
+                assert passes.mean() <= lim, \
+                    f"false PASS {passes.mean():.4f} at n={n}, {share:.0%} changed"
+    if truth != "zero":
+        assert worst_fail > 0.02  # the test is not vacuous
+
+
+# ------------------------------------------------------ early stopping on
+
+def plan(name: str, n: int, tier: str = "general") -> TaskPlan:
+    task = ResolvedTask(name=name, tier=tier, spec=TaskSpec(task=name), yaml_path=None,  # type: ignore[arg-type]
+                        is_group=False)
+    return TaskPlan(task=task, leaves=[name], selection={name: None}, n_docs={name: n},
+                    data_hash="d", config_hash="c", version="1", metric="acc")
+
+
+class Fixed:
+    """A model whose per-item scores are fixed arrays over a task's pooled ids."""
+
+    def __init__(self, values: Mapping[str, np.ndarray], choices: int | None = None) -> None:
+        self.values = values
+        self.choices = choices
+
+    def records(self, p: TaskPlan) -> TaskRecords:
+        ids = sorted(pooled_ids(p))
+        v = self.values[p.name][np.asarray(ids)]
+        return TaskRecords(p.name, "acc", True, Aggregation.MEAN, [ItemKey(i, f"h{i}") for i in ids],
+                           v.astype(float), np.ones(len(ids)), binary=True, n_choices=self.choices)
+
+    def evaluate(self, subplans: list[TaskPlan]) -> dict[str, TaskRecords]:
+        return {p.name: self.records(p) for p in subplans}
+
+
+def judge_rounds(plans: list[TaskPlan], base: Fixed, cand: Fixed,
+                 policies: Mapping[str, TaskPolicy], settings: SequentialConfig,
+                 seed: int = 0, family: str = "tier") -> tuple[object, dict[str, object]]:
+    base_recs = {p.name: base.records(p) for p in plans}
+    recs, outcomes = score_in_rounds(plans, base_recs, policies, settings, seed=seed,
+                                     evaluate=cand.evaluate, family=family)
+    by_tier: dict[str, list[object]] = {}
+    for p in plans:
+        c = recs[p.name]
+        ids = sorted(k.doc_id for k in c.keys)
+        by_tier.setdefault(p.task.tier, []).append(
+            (select_items(base_recs[p.name], ids), select_items(c, ids), policies[p.name]))
+    v = judge_candidate("c", "lora", by_tier, sequential=outcomes, family=family)  # type: ignore[arg-type]
+    return v, outcomes  # type: ignore[return-value]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [20, 200, 1000])
+def test_error_rates_hold_with_early_stopping(n: int) -> None:
+    """The same cells through the rounds (64, 128, 256, ... items, confidence
+    sequences at 20% of alpha, the exact test at the rest on tasks that reach
+    their last item)."""
+    limit = bound(REPS_ROUNDS)
+    settings = SequentialConfig()
+    p = plan("sim", n)
+    for truth in TRUTHS:
+        for flip in FLIPS:
+            pb, pw, policy = binary_cell(truth, flip)
+            if truth == "gain_at_margin":
+                p = plan("sim", n, tier="target")
+            else:
+                p = plan("sim", n)
+            rng = np.random.default_rng(hash((n, truth, flip)) % 2**32)
+            passes = fails = 0
+            for r in range(REPS_ROUNDS):
+                base, cand = binary_pair(n, pb, pw, rng)
+                v, _ = judge_rounds([p], Fixed({"sim": base.num}), Fixed({"sim": cand.num}),
+                                    {"sim": policy}, settings, seed=r)
+                task = v.tiers[0].tasks[0]  # type: ignore[attr-defined]
+                passes += task.verdict is Verdict.PASS
+                fails += task.verdict is Verdict.FAIL
+            assert fails / REPS_ROUNDS <= limit, (truth, flip, fails)
+            if truth != "zero":
+                assert passes / REPS_ROUNDS <= limit, (truth, flip, passes)
+
+
+# ------------------------------------------------ candidate and release level
+
+def test_candidate_false_fail_rate_is_per_tier_or_per_candidate_as_stated() -> None:
+    """Two drop tiers with one task each, the truth exactly at the margin:
+    family: tier holds each tier at alpha, so the candidate is falsely failed
+    up to 2 alpha of the time (the README says "up to the number of tiers
+    times alpha"); family: candidate holds the candidate at alpha."""
+    reps = 1500
+    rng = np.random.default_rng(21)
+    pb, pw, policy = binary_cell("drop_at_margin", 0.20)
+    related = TaskPolicy(tier="related", kind="drop", absolute=MARGIN, relative=None, alpha=ALPHA)
+    fails = {"tier": 0, "candidate": 0}
+    for _ in range(reps):
+        b1, c1 = binary_pair(1000, pb, pw, rng, task="a")
+        b2, c2 = binary_pair(1000, pb, pw, rng, task="b")
+        tasks = {"related": [(b1, c1, related)], "general": [(b2, c2, policy)]}
+        for family in fails:
+            fails[family] += judge_candidate("c", "lora", tasks, family=family).verdict is Verdict.FAIL
+    assert fails["tier"] / reps <= bound(reps, 2 * ALPHA)
+    assert fails["tier"] / reps > bound(reps)  # it really is more than alpha
+    assert fails["candidate"] / reps <= bound(reps)
+
+
+def test_release_pass_without_undecided_tasks_is_a_false_pass_at_most_alpha() -> None:
+    """Under inconclusive: fail a PASS needs every task shown safe, so with one
+    of two candidates exactly at the margin the release passes falsely at most
+    alpha of the time; under warn the PASS says it rests on undecided tasks."""
+    reps = 1500
+    rng = np.random.default_rng(22)
+    pb, pw, _ = binary_cell("drop_at_margin", 0.20)
+    strict = TaskPolicy(tier="general", kind="drop", absolute=MARGIN, relative=None, alpha=ALPHA,
+                        inconclusive="fail")
+    warn = TaskPolicy(tier="general", kind="drop", absolute=MARGIN, relative=None, alpha=ALPHA,
+                      inconclusive="warn")
+    false_pass = 0
+    labelled = 0
+    for _ in range(reps):
+        good_b, good_c = binary_pair(2000, 0.0, 0.0, rng, task="g")
+        bad_b, bad_c = binary_pair(1000, pb, pw, rng, task="g")
+        cands = [judge_candidate(name, "lora", {"general": [(b, c, strict)]})
+                 for name, (b, c) in (("good", (good_b, good_c)), ("bad", (bad_b, bad_c)))]
+        false_pass += judge_release(cands).verdict is Verdict.PASS
+        warned = judge_candidate("bad", "lora", {"general": [(bad_b, bad_c, warn)]})
+        if warned.verdict is Verdict.PASS and warned.not_shown_safe:
+            labelled += 1
+            assert warned.label == "PASS (not shown safe on 1 task)"
+    assert false_pass / reps <= bound(reps)
+    assert labelled / reps > 0.5  # most PASSes under warn here rest on an undecided task
+
+
+def test_a_clear_collapse_fails_with_early_stopping_despite_a_base_near_chance() -> None:
+    """Issue 11's case: a 4-choice task, base 32% on 1,000 items, the
+    candidate collapsed to 10%. The chance floor is judged on the base's full
+    score (above chance), so the confidence sequence's FAIL stands."""
+    reps = 200
+    p = plan("mc", 1000)
+    policy = TaskPolicy(tier="general", kind="drop", absolute=0.02, relative=None, alpha=ALPHA)
+    fails = 0
+    for r in range(reps):
+        rng = np.random.default_rng(r)
+        base = (rng.random(1000) < 0.32).astype(float)
+        cand = (rng.random(1000) < 0.10).astype(float)
+        b, c = Fixed({"mc": base}, choices=4), Fixed({"mc": cand}, choices=4)
+        v, _ = judge_rounds([p], b, c, {"mc": policy}, SequentialConfig(), seed=r)
+        fails += v.verdict is Verdict.FAIL  # type: ignore[attr-defined]
+    assert fails / reps >= 0.99
 
 
 def test_the_advised_sample_size_reaches_80_percent_power() -> None:
     """A true drop of twice the margin, at the n the advice asks for."""
     margin = 0.03
-    p10, p01 = 0.13, 0.07  # true difference -0.06, discordance 20%
-    sigma = math.sqrt((p10 + p01) - (p01 - p10) ** 2)
+    pw, pb = 0.13, 0.07  # true difference -0.06, discordance 20%
+    sigma = math.sqrt((pb + pw) - (pb - pw) ** 2)
     n = items_needed(sigma, margin, alpha=ALPHA)
     assert n is not None and 1000 < n < 2000
-    # the advice a pilot run prints is this same formula on the pilot's sigma
-    pilot = judge_task(*simulate(300, p10, p01, np.random.default_rng(1)), drop(margin),
-                       n_boot=N_BOOT)
+    policy = TaskPolicy(tier="general", kind="drop", absolute=margin, relative=None, alpha=ALPHA)
+    pilot = judge_task(*binary_pair(300, pb, pw, np.random.default_rng(1)), policy)
     if pilot.advice is not None and pilot.advice.items_needed is not None:
-        assert pilot.advice.items_needed == pytest.approx(n, rel=0.15)
-    rng = np.random.default_rng(7)
-    sims = 300
-    fails = sum(
-        judge_task(*simulate(n, p10, p01, rng), drop(margin), n_boot=N_BOOT,
-                   seed=i).verdict is Verdict.FAIL
-        for i in range(sims))
-    assert fails / sims >= lower_allowance(0.8, sims)
-
-
-def test_holm_keeps_tier_error_and_power_with_several_tasks() -> None:
-    """Four tasks per tier: the chance that *any* task wrongly fails stays at
-    most alpha, and at the advised n (k=4) each truly broken task still fails
-    at least 80% of the time."""
-    k, margin, sims = 4, 0.03, 200
-    rng = np.random.default_rng(99)
-    any_fail = 0
-    for i in range(sims):
-        tasks = [(*simulate(300, 0.10, 0.10, rng, task=f"t{j}"), drop(0.0)) for j in range(k)]
-        tier = judge_tier("general", tasks, n_boot=N_BOOT, seed=i)
-        any_fail += tier.verdict is Verdict.FAIL
-    assert any_fail / sims <= upper_allowance(ALPHA, sims)
-
-    p10, p01 = 0.13, 0.07
-    n = items_needed(math.sqrt(0.2 - 0.06**2), margin, alpha=ALPHA, k=k)
-    assert n is not None
-    task_fails = 0
-    for i in range(sims // 2):
-        tasks = [(*simulate(n, p10, p01, rng, task=f"t{j}"), drop(margin)) for j in range(k)]
-        tier = judge_tier("general", tasks, n_boot=N_BOOT, seed=i)
-        task_fails += sum(t.verdict is Verdict.FAIL for t in tier.tasks)
-    assert task_fails / (k * sims // 2) >= lower_allowance(0.8, sims // 2)
+        assert pilot.advice.items_needed == pytest.approx(n, rel=0.2)
+    reps = 20_000
+    counts = np.random.default_rng(7).multinomial(n, [pb, pw, 1 - pb - pw], size=reps)
+    _, p_fail = binary_pvalues(counts[:, 0], counts[:, 1], n, -margin)
+    assert np.mean(p_fail < ALPHA) >= 0.8 - 3 * math.sqrt(0.16 / reps)
