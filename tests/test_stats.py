@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from gate import stats
-from gate.errors import PairingError
+from gate.errors import IncompleteEvaluation, PairingError
 from gate.records import Aggregation, ItemKey, TaskRecords
 
 
@@ -36,12 +36,6 @@ def binary_pair(n: int, p10: float, p01: float, p11: float, seed: int) -> tuple[
     base = np.isin(cat, [0, 2]).astype(float)
     cand = np.isin(cat, [1, 2]).astype(float)
     return base, cand
-
-
-def naive_bootstrap(diff_fn, n: int, n_boot: int, seed: int) -> np.ndarray:
-    """Textbook index bootstrap in float64: the reference for both fast paths."""
-    rng = np.random.default_rng(seed)
-    return np.array([diff_fn(rng.integers(0, n, n)) for _ in range(n_boot)])
 
 
 def test_holm_matches_hand_worked_example() -> None:
@@ -80,40 +74,81 @@ def test_items_needed_hand_worked() -> None:
     assert stats.items_needed(0.4, 0.0, alpha=0.05) is None
 
 
-def test_binary_bootstrap_agrees_with_textbook_bootstrap() -> None:
+def test_binary_exact_pvalues_match_a_hand_computed_case() -> None:
+    """n=100, 10 items better, 14 worse, margin 3 points. The Clopper-Pearson
+    bounds on the discordance at 1e-4, the worst pi under each null, the
+    binomial tails, plus GAMMA (gate.stats docstring), all by hand."""
+    n, won, lost, t = 100, 10, 14, -0.03
+    m = won + lost
+    hi = sps.beta.ppf(1 - stats.GAMMA, m + 1, n - m)
+    lo = sps.beta.ppf(stats.GAMMA, m, n - m + 1)
+    p_pass = sps.binom.sf(won - 1, m, (1 + t / hi) / 2) + stats.GAMMA
+    p_fail = sps.binom.cdf(won, m, (1 + t / lo) / 2) + stats.GAMMA
+    got = stats.binary_pvalues(won, lost, n, t)
+    assert float(got[0]) == pytest.approx(p_pass) and float(got[1]) == pytest.approx(p_fail)
+
+
+def test_binary_pvalues_switch_to_tangos_score_test_with_many_flips() -> None:
+    won, lost, n, t = 180, 220, 2000, -0.03  # 400 discordant items
+    z = (won - lost) / n - t
+    # Tango's constrained MLE of p_lost under p_won - p_lost = t
+    b = won * (1 - t) + lost * (1 - 3 * t) - 2 * (n - won - lost) * t
+    p = (b + math.sqrt(b * b + 8 * n * lost * t * (1 - t))) / (4 * n)
+    z /= math.sqrt((2 * p + t - t * t) / n)
+    got = stats.binary_pvalues(won, lost, n, t)
+    assert float(got[0]) == pytest.approx(sps.norm.sf(z))
+    assert float(got[1]) == pytest.approx(sps.norm.cdf(z))
+
+
+def test_agreement_on_every_item_is_evidence_only_at_large_n() -> None:
+    """The gate's headline small-n bug: 50 identical items used to "prove" no
+    drop beyond 3 points. Now the interval is as wide as n allows."""
+    for n, shown in ((50, False), (250, False), (400, True), (5000, True)):
+        p_pass, p_fail = stats.binary_pvalues(0, 0, n, -0.03)
+        assert (float(p_pass) < 0.05) is shown and float(p_fail) == 1.0
+    low, high = stats.binary_interval(0, 0, 50, 0.05)
+    assert low == pytest.approx(-high) and high > 0.15
+
+
+def test_a_perfect_tiny_target_task_does_not_prove_a_gain() -> None:
+    # 0/5 -> 5/5 used to PASS any required gain: the exact p_pass is 0.057
+    p_pass, _ = stats.binary_pvalues(5, 0, 5, 0.02)
+    assert 0.05 < float(p_pass) < 0.06
+
+
+def test_binary_comparison_reports_mcnemar_as_any_difference_only() -> None:
     base, cand = binary_pair(500, 0.12, 0.06, 0.6, seed=3)
-    r = stats.compare(mean_records(base, binary=True), mean_records(cand, binary=True), -0.02,
-                      n_boot=4000, seed=1)
-    ref = naive_bootstrap(lambda i: cand[i].mean() - base[i].mean(), 500, 4000, seed=2)
+    r = stats.compare(mean_records(base, binary=True), mean_records(cand, binary=True), -0.02)
+    assert r.method == "paired_exact"
     assert r.delta == pytest.approx(cand.mean() - base.mean())
-    # same distribution up to Monte Carlo error (5th/95th percentiles, 4000 draws)
-    assert r.ci_low == pytest.approx(np.quantile(ref, 0.05), abs=0.004)
-    assert r.ci_high == pytest.approx(np.quantile(ref, 0.95), abs=0.004)
-    # sigma^2 = discordance rate - mean difference^2 for a binary metric
     d = cand - base
     assert r.sigma == pytest.approx(math.sqrt(np.mean(d != 0) - d.mean() ** 2))
-    assert r.p_value == pytest.approx(stats.mcnemar_exact(base > 0, cand > 0))
+    assert r.p_any_difference == pytest.approx(stats.mcnemar_exact(base > 0, cand > 0))
+    assert r.changed == int(np.sum(d != 0))
 
 
-def test_continuous_bootstrap_agrees_with_textbook_bootstrap() -> None:
+def test_continuous_mean_with_absolute_margin_is_a_paired_t_test() -> None:
+    """No skew: Hall's correction vanishes to first order and the delta-method
+    t is the textbook paired t-test (up to the tiny skewness correction)."""
     rng = np.random.default_rng(5)
     base = rng.normal(0.5, 0.2, 800)
     cand = base + rng.normal(-0.01, 0.05, 800)
-    r = stats.compare(mean_records(base), mean_records(cand), -0.02, n_boot=3000, seed=1)
-    ref = naive_bootstrap(lambda i: cand[i].mean() - base[i].mean(), 800, 3000, seed=2)
-    spread = ref.std()
-    assert r.ci_low == pytest.approx(np.quantile(ref, 0.05), abs=0.15 * spread)
-    assert r.ci_high == pytest.approx(np.quantile(ref, 0.95), abs=0.15 * spread)
-    assert r.p_value is None
+    r = stats.compare(mean_records(base), mean_records(cand), -0.02)
+    ref = sps.ttest_1samp(cand - base, -0.02, alternative="less")
+    assert r.method == "paired_t" and r.p_any_difference is None
+    assert r.p_fail == pytest.approx(ref.pvalue, rel=0.1)
+    half = sps.t.ppf(0.95, 799) * np.std(cand - base, ddof=1) / math.sqrt(800)
+    assert r.ci_low == pytest.approx((cand - base).mean() - half, abs=0.1 * half)
+    assert r.ci_high == pytest.approx((cand - base).mean() + half, abs=0.1 * half)
 
 
-def test_ratio_metric_is_resampled_as_a_ratio_and_lower_is_better() -> None:
+def test_ratio_metric_is_tested_as_a_ratio_and_lower_is_better() -> None:
     rng = np.random.default_rng(7)
     words = rng.integers(5, 60, 600).astype(float)
     ll_b = -words * rng.gamma(3.0, 1.0, 600)
     ll_c = ll_b - words * np.abs(rng.normal(0.05, 0.05, 600))  # candidate is worse
     b, c = ppl_records(ll_b, words), ppl_records(ll_c, words)
-    r = stats.compare(b, c, -0.5, n_boot=3000, seed=1)
+    r = stats.compare(b, c, -0.5)
     assert r.base_score == pytest.approx(math.exp(-ll_b.sum() / words.sum()))
     assert r.delta > 0 and r.improvement == pytest.approx(-r.delta)
     assert r.ci_low <= r.delta <= r.ci_high
@@ -121,54 +156,63 @@ def test_ratio_metric_is_resampled_as_a_ratio_and_lower_is_better() -> None:
     def ppl_diff(i: np.ndarray) -> float:
         return math.exp(-ll_c[i].sum() / words[i].sum()) - math.exp(-ll_b[i].sum() / words[i].sum())
 
-    ref = naive_bootstrap(ppl_diff, 600, 3000, seed=2)
-    assert r.ci_low == pytest.approx(np.quantile(ref, 0.05), abs=0.15 * ref.std())
-    assert r.ci_high == pytest.approx(np.quantile(ref, 0.95), abs=0.15 * ref.std())
-    # the influence-function sigma predicts the bootstrap spread
+    # the delta-method sigma predicts the spread of a textbook bootstrap
+    boot = np.array([ppl_diff(np.random.default_rng(i).integers(0, 600, 600)) for i in range(400)])
     assert r.sigma is not None
-    assert r.sigma / math.sqrt(600) == pytest.approx(ref.std(), rel=0.1)
+    assert r.sigma / math.sqrt(600) == pytest.approx(boot.std(), rel=0.15)
 
 
 def test_interval_and_p_values_make_the_same_decision() -> None:
     rng = np.random.default_rng(11)
     for trial in range(30):
-        n = int(rng.integers(20, 300))
-        base, cand = binary_pair(n, rng.uniform(0.02, 0.2), rng.uniform(0.02, 0.2), 0.5,
+        n = int(rng.integers(20, 600))
+        base, cand = binary_pair(n, rng.uniform(0.02, 0.3), rng.uniform(0.02, 0.3), 0.3,
                                  seed=trial)
         for threshold in (-0.1, -0.05, -0.02, 0.0, 0.02, cand.mean() - base.mean()):
             r = stats.compare(mean_records(base, binary=True), mean_records(cand, binary=True),
-                              threshold, n_boot=999, seed=trial)
+                              threshold)
+            assert (r.ci_low > threshold) == (r.p_pass < 0.05)
+            assert (r.ci_high < threshold) == (r.p_fail < 0.05)
+    for trial in range(10):
+        base = rng.normal(0.5, 0.2, 200)
+        cand = base + rng.normal(-0.01, 0.05, 200)
+        for threshold in (-0.03, -0.01, 0.0):
+            r = stats.compare(mean_records(base), mean_records(cand), threshold)
             assert (r.ci_low > threshold) == (r.p_pass < 0.05)
             assert (r.ci_high < threshold) == (r.p_fail < 0.05)
 
 
-def test_identical_models_give_exact_zero() -> None:
+def test_too_few_changed_items_give_no_paired_t_decision() -> None:
     rng = np.random.default_rng(2)
     words = rng.integers(5, 60, 300).astype(float)
     ll = -words * rng.gamma(3.0, 1.0, 300)
-    r = stats.compare(ppl_records(ll, words), ppl_records(ll.copy(), words.copy()), -1.0,
-                      n_boot=500, seed=0)
-    assert (r.delta, r.ci_low, r.ci_high) == (0.0, 0.0, 0.0)
-    assert r.p_pass == pytest.approx(1 / 501)
+    same = stats.compare(ppl_records(ll, words), ppl_records(ll.copy(), words.copy()), -1.0)
+    assert same.delta == 0.0 and same.flags == ("too_little_information",)
+    assert (same.p_pass, same.p_fail) == (1.0, 1.0) and same.changed == 0
+    few = ll.copy()
+    few[: stats.MIN_CHANGED_ITEMS - 1] -= 50.0
+    r = stats.compare(ppl_records(ll, words), ppl_records(few, words), -1.0)
+    assert r.flags == ("too_little_information",) and r.changed == stats.MIN_CHANGED_ITEMS - 1
 
 
-def test_same_seed_same_numbers_and_task_seed_ignores_order() -> None:
-    base, cand = binary_pair(300, 0.1, 0.08, 0.6, seed=1)
-    b, c = mean_records(base, binary=True), mean_records(cand, binary=True)
-    assert stats.compare(b, c, -0.02, n_boot=500, seed=9) == stats.compare(b, c, -0.02,
-                                                                            n_boot=500, seed=9)
+def test_task_seed_is_fixed_by_seed_and_name() -> None:
     assert stats.task_seed(0, "mmlu") == stats.task_seed(0, "mmlu")
     assert stats.task_seed(0, "mmlu") != stats.task_seed(0, "arc")
     assert stats.task_seed(0, "mmlu") != stats.task_seed(1, "mmlu")
 
 
-def test_large_n_uses_wide_indices() -> None:
-    rng = np.random.default_rng(4)
-    base = rng.normal(size=40_000)
-    cand = base + rng.normal(0.0, 0.1, 40_000)
-    r = stats.compare(mean_records(base), mean_records(cand), -0.01, n_boot=40, seed=0)
-    assert r.ci_low < r.delta < r.ci_high
-    assert r.ci_high - r.ci_low < 0.01
+def test_a_relative_margin_carries_the_base_noise() -> None:
+    """With a relative margin the threshold moves with the base's estimate; the
+    test's standard error includes that (a fixed threshold would not)."""
+    rng = np.random.default_rng(9)
+    words = rng.integers(20, 200, 400).astype(float)
+    ll_b = -words * rng.gamma(4.0, 0.5, 400)
+    ll_c = ll_b - words * rng.normal(0.0, 0.05, 400)
+    b, c = ppl_records(ll_b, words), ppl_records(ll_c, words)
+    fixed = stats.compare(b, c, -0.05 * b.score)
+    moving = stats.compare(b, c, lambda score: -0.05 * score)
+    assert fixed.threshold == pytest.approx(moving.threshold)
+    assert not math.isclose(moving.p_pass, fixed.p_pass, rel_tol=0.2)
 
 
 def test_unpaired_fallback_for_corpus_metrics() -> None:
@@ -209,33 +253,34 @@ def test_mismatched_items_or_metrics_raise_pairing_error() -> None:
         stats.compare(a, other_metric, -0.02)
 
 
-def test_batch_results_equal_single_results_whatever_the_threads(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tasks sharing index chunks in a batch get exactly what they get alone."""
-    monkeypatch.setattr(stats, "CHUNK_ELEMENTS", 700 * 64)  # 11 chunks of 64 resamples
-    rng = np.random.default_rng(8)
-    jobs = []
-    for i in range(3):
-        base = rng.normal(0.5, 0.2, 700)
-        jobs.append(stats.CompareJob(mean_records(base, task=f"c{i}"),
-                                     mean_records(base + rng.normal(0, 0.05, 700), task=f"c{i}"),
-                                     -0.02))
-    words = rng.integers(5, 60, 700).astype(float)
-    ll = -words * rng.gamma(3.0, 1.0, 700)
-    jobs.append(stats.CompareJob(ppl_records(ll, words),
-                                 ppl_records(ll + rng.normal(0, 0.1, 700) * words, words), -0.5))
-    binary_b, binary_c = binary_pair(700, 0.1, 0.05, 0.6, seed=0)
-    jobs.append(stats.CompareJob(mean_records(binary_b, binary=True, task="b"),
-                                 mean_records(binary_c, binary=True, task="b"), -0.02))
-    alone = [stats.compare(j.base, j.candidate, j.threshold, n_boot=700, seed=4) for j in jobs]
-    assert stats.compare_many(jobs, n_boot=700, seed=4, workers=1) == alone
-    assert stats.compare_many(jobs[::-1], n_boot=700, seed=4, workers=3) == alone[::-1]
-
-
-def test_non_finite_items_are_dropped_from_both_models_and_flagged() -> None:
+def test_nan_items_stop_the_evaluation_naming_task_and_count() -> None:
     base = np.array([1.0, 0.0, 1.0, np.nan, 1.0, 0.0])
-    cand = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
-    r = stats.compare(mean_records(base), mean_records(cand), -0.02, n_boot=200)
-    assert (r.n, r.n_used) == (6, 5)
-    assert r.flags == ("dropped_nonfinite_items",)
-    assert r.delta == pytest.approx(2 / 5 - 3 / 5)
+    cand = np.array([1.0, 0.0, 0.0, 1.0, 1.0, np.nan])
+    with pytest.raises(IncompleteEvaluation) as err:
+        stats.compare(mean_records(base), mean_records(cand), -0.02)
+    assert "task t: 1 of 6 base items" in str(err.value) and "doc ids [3]" in str(err.value)
+    assert err.value.exit_code == 3
+
+
+def test_a_candidate_at_minus_infinity_is_infinitely_worse() -> None:
+    rng = np.random.default_rng(3)
+    words = rng.integers(5, 60, 200).astype(float)
+    ll = -words * rng.gamma(3.0, 1.0, 200)
+    broken = ll.copy()
+    broken[::5] = -np.inf  # 40 items the candidate gives zero probability
+    r = stats.compare(ppl_records(ll, words), ppl_records(broken, words), -1.0)
+    assert r.method == "infinite" and r.candidate_score == math.inf
+    assert r.infinite_items == tuple(range(0, 200, 5)) and r.p_fail == 0.0
+    with pytest.raises(IncompleteEvaluation, match="base items"):
+        stats.compare(ppl_records(broken, words), ppl_records(ll, words), -1.0)
+    nan = ll.copy()
+    nan[7] = np.nan
+    with pytest.raises(IncompleteEvaluation, match="1 of 200 candidate items"):
+        stats.compare(ppl_records(ll, words), ppl_records(nan, words), -1.0)
+
+
+def test_a_non_finite_threshold_stops_the_evaluation() -> None:
+    base, cand = binary_pair(50, 0.1, 0.1, 0.5, seed=1)
+    with pytest.raises(IncompleteEvaluation, match="threshold"):
+        stats.compare(mean_records(base, binary=True), mean_records(cand, binary=True),
+                      float("nan"))

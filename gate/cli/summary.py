@@ -7,6 +7,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gate.report import format as fmt
+
 STYLE = {"PASS": "bold green", "FAIL": "bold red", "INCONCLUSIVE": "bold yellow"}
 
 
@@ -22,7 +24,7 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and CI: don't squeeze the table into 80 columns
     for cand in results["candidates"]:
-        table = Table(title=f"{cand['name']} ({cand['kind']}): [{STYLE.get(cand['verdict'], '')}]{cand['verdict']}[/]",
+        table = Table(title=f"{cand['name']} ({cand['kind']}): [{STYLE.get(cand['verdict'], '')}]{fmt.label(cand)}[/]",
                       title_justify="left", show_lines=False)
         for col in ("tier", "task", "metric", "base", "cand", "delta", "interval", "threshold", "n", "verdict"):
             table.add_column(col, justify="right" if col in ("base", "cand", "delta", "threshold", "n") else "left")
@@ -35,4 +37,4 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
         console.print(table)
         console.print(f"  {cand['reason']}")
     rel = results["release"]
-    console.print(f"\nrelease: [{STYLE.get(rel['verdict'], '')}]{rel['verdict']}[/] - {rel['reason']}")
+    console.print(f"\nrelease: [{STYLE.get(rel['verdict'], '')}]{fmt.label(rel)}[/] - {rel['reason']}")

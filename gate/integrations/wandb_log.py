@@ -153,10 +153,14 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
         "gate/verdict": release["verdict"],
         "gate/exit_code": release["exit_code"],
         "gate/reason": release["reason"],
+        "gate/label": release.get("label") or release["verdict"],
+        "gate/not_shown_safe": release.get("not_shown_safe", 0),
     }
     for candidate in results["candidates"]:
         prefix = f"gate/{candidate['name']}"
         summary[f"{prefix}/verdict"] = candidate["verdict"]
+        summary[f"{prefix}/label"] = candidate.get("label") or candidate["verdict"]
+        summary[f"{prefix}/not_shown_safe"] = len(candidate.get("not_shown_safe", []))
         for tier in candidate["tiers"]:
             summary[f"{prefix}/{tier['tier']}/verdict"] = tier["verdict"]
             for task in tier["tasks"]:

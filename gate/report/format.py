@@ -75,6 +75,12 @@ def margin(task: Task) -> str:
     return f"gain ≥ {shown}" if task["kind"] == "gain" else f"drop ≤ {shown}"
 
 
+def label(verdict: Task) -> str:
+    """A candidate's or the release's verdict as shown: "PASS (not shown safe on
+    2 tasks)" when the pass rests on undecided tasks (older results: the verdict)."""
+    return str(verdict.get("label") or verdict["verdict"])
+
+
 def p_value(value: float | None) -> str:
     """A p-value, with tiny values shown as a bound rather than as 0."""
     if value is None or math.isnan(value):

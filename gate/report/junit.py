@@ -49,10 +49,10 @@ def _message(task: dict[str, Any]) -> str:
 
 def _details(candidate: dict[str, Any], task: dict[str, Any]) -> str:
     lines = [
-        f"candidate {candidate['name']}: {candidate['verdict']} - {candidate['reason']}",
+        f"candidate {candidate['name']}: {fmt.label(candidate)} - {candidate['reason']}",
         f"base {fmt.score(task, task['base_score'])}, candidate "
         f"{fmt.score(task, task['candidate_score'])} ({fmt.direction(task)})",
-        f"method {task['method']}, n {fmt.items(task)}, p-value {fmt.p_value(task['p_value'])}",
+        f"method {task['method']}, n {fmt.items(task)}, p (decision) {fmt.p_value(task['p_value'])}",
     ]
     if task["advice"]:
         lines.append(f"advice: {task['advice']['message']}")

@@ -32,8 +32,8 @@ def md_escape(text: Any) -> str:
     return _LEADING_BLOCK.sub(lambda m: m.group(1) + "\\" + m.group(2), value, count=1)
 
 
-def _verdict(verdict: str) -> str:
-    return f"{VERDICT_ICONS[verdict]} {verdict}"
+def _verdict(verdict: str, label: str | None = None) -> str:
+    return f"{VERDICT_ICONS[verdict]} {md_escape(label or verdict)}"
 
 
 def _row(cells: list[str]) -> str:
@@ -48,7 +48,7 @@ def render_summary(results: dict[str, Any]) -> str:
     """The Markdown summary of a validated results dict."""
     release = results["release"]
     lines = [
-        f"## gate: release {_verdict(release['verdict'])}",
+        f"## gate: release {_verdict(release['verdict'], fmt.label(release))}",
         "",
         md_escape(release["reason"]),
         "",
@@ -89,7 +89,7 @@ def render_summary(results: dict[str, Any]) -> str:
         ]
         lines += [_row(cells) for cells in failing]
     lines += ["", "### Candidates", ""]
-    lines += [f"- **{md_escape(c['name'])}** {_verdict(c['verdict'])}: {md_escape(c['reason'])}"
+    lines += [f"- **{md_escape(c['name'])}** {_verdict(c['verdict'], fmt.label(c))}: {md_escape(c['reason'])}"
               for c in results["candidates"]]
     lines.append("")
     return "\n".join(lines)
