@@ -8,7 +8,7 @@ outcomes), some continuous per-item metrics (F1-like: every item distinct,
 chunked index resampling) and some word-perplexity ratio metrics (chunked,
 three resampled sums per draw).
 
-    python bench/bench_compare.py [--runs 5] [--workers N] [--boot 10000]
+    python bench/bench_compare.py [--runs 5]
 
 Prints a table and writes bench/results/compare.json (median of the runs,
 per metric kind, with machine info). The per-kind rows time one task judged
@@ -85,7 +85,6 @@ def make_suite(seed: int = 0) -> dict[str, list[TaskTriple]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--boot", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=None,
                         help="threads (default: one per available CPU)")
     parser.add_argument("--out", type=Path,
@@ -100,13 +99,14 @@ def main() -> None:
         times = []
         for _ in range(args.runs):
             t0 = time.perf_counter()
-            judge_candidate("bench", "lora", suite, n_boot=args.boot, seed=0, workers=threads)
+            judge_candidate("bench", "lora", suite)
             times.append(time.perf_counter() - t0)
         return times
 
+    workers = 1  # the paired tests are analytic: no resampling to spread over threads
     totals = whole(workers)
-    totals_1 = whole(1) if workers > 1 else totals
-    verdict = judge_candidate("bench", "lora", suite, n_boot=args.boot, seed=0, workers=workers)
+    totals_1 = totals
+    verdict = judge_candidate("bench", "lora", suite)
 
     per_kind: dict[str, float] = {}
     for kind in MIX:
@@ -114,18 +114,18 @@ def main() -> None:
         times = []
         for _ in range(args.runs):
             t0 = time.perf_counter()
-            judge_task(*triple, n_boot=args.boot, seed=0)
+            judge_task(*triple)
             times.append(time.perf_counter() - t0)
         per_kind[kind] = statistics.median(times)
 
     total = statistics.median(totals)
     rows = [(kind, MIX[kind], per_kind[kind], MIX[kind] * per_kind[kind]) for kind in MIX]
-    print(f"verdict engine: {sum(MIX.values())} tasks x {N_ITEMS:,} items, B={args.boot:,}, "
+    print(f"verdict engine: {sum(MIX.values())} tasks x {N_ITEMS:,} items (analytic tests), "
           f"median of {args.runs} runs, {workers} worker thread(s) on {cpus} CPU(s)")
     print(f"{'metric kind':<34}{'tasks':>6}{'s/task (1 thread)':>19}{'serial s':>10}")
-    labels = {"binary": "binary acc (multinomial counts)",
-              "continuous": "continuous mean, f1 (index chunks)",
-              "ratio": "word_perplexity ratio (index)"}
+    labels = {"binary": "binary acc (exact / Tango score)",
+              "continuous": "continuous mean, f1 (delta t)",
+              "ratio": "word_perplexity ratio (delta t)"}
     for kind, count, each, serial in rows:
         print(f"{labels[kind]:<34}{count:>6}{each:>19.3f}{serial:>10.2f}")
     total_1 = statistics.median(totals_1)
@@ -136,7 +136,7 @@ def main() -> None:
 
     result = {
         "benchmark": "compare",
-        "tasks": sum(MIX.values()), "items_per_task": N_ITEMS, "n_boot": args.boot,
+        "tasks": sum(MIX.values()), "items_per_task": N_ITEMS, "method": "paired_exact / paired_t (analytic)",
         "mix": MIX, "runs": args.runs, "workers": workers,
         "median_total_s": round(total, 4), "all_totals_s": [round(t, 4) for t in totals],
         "median_total_s_1_thread": round(total_1, 4),

@@ -271,10 +271,7 @@ def test_error_rates_hold_with_early_stopping(n: int) -> None:
     for truth in TRUTHS:
         for flip in FLIPS:
             pb, pw, policy = binary_cell(truth, flip)
-            if truth == "gain_at_margin":
-                p = plan("sim", n, tier="target")
-            else:
-                p = plan("sim", n)
+            p = plan("sim", n, tier="target") if truth == "gain_at_margin" else plan("sim", n)
             rng = np.random.default_rng(hash((n, truth, flip)) % 2**32)
             passes = fails = 0
             for r in range(REPS_ROUNDS):

@@ -162,7 +162,7 @@ def test_nan_items_are_an_incomplete_evaluation_not_a_verdict(tmp_path: Path) ->
     broken[10:200] = np.nan  # 190 of 200 items lost
     base = lmeval_folder(tmp_path / "base", acc=values)
     cand = lmeval_folder(tmp_path / "cand", acc=broken)
-    exit_code, results, output = compare(tmp_path, base, cand, None,
+    exit_code, _results, output = compare(tmp_path, base, cand, None,
                                          thresholds(tmp_path, inconclusive="pass"))
     assert exit_code == 3, output
     assert "gate_toy_mc: 190 of 200 candidate items have NaN" in output

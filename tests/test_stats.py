@@ -173,7 +173,7 @@ def test_interval_and_p_values_make_the_same_decision() -> None:
                               threshold)
             assert (r.ci_low > threshold) == (r.p_pass < 0.05)
             assert (r.ci_high < threshold) == (r.p_fail < 0.05)
-    for trial in range(10):
+    for _ in range(10):
         base = rng.normal(0.5, 0.2, 200)
         cand = base + rng.normal(-0.01, 0.05, 200)
         for threshold in (-0.03, -0.01, 0.0):

@@ -81,6 +81,20 @@ def label(verdict: Task) -> str:
     return str(verdict.get("label") or verdict["verdict"])
 
 
+def detectable(task: Task) -> str:
+    """What this run could see (PASS and INCONCLUSIVE tasks): "could detect a
+    drop of 4.1 points or more" (80% power, normal approximation)."""
+    d = task.get("detectable")
+    if d is None or task["verdict"] == "FAIL" or d != d:
+        return ""
+    size = abs(d) if task["kind"] == "drop" else d
+    shown = f"{size * 100:.1f} points" if is_points(task) else _plain(size, signed=False)
+    if task["kind"] == "drop":
+        word = "drop" if task["higher_is_better"] else "worsening"
+        return f"this run could detect a {word} of {shown} or more (80% power)"
+    return f"this run would fail a gain of {shown} or less (80% power)"
+
+
 def p_value(value: float | None) -> str:
     """A p-value, with tiny values shown as a bound rather than as 0."""
     if value is None or math.isnan(value):
