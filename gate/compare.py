@@ -38,12 +38,14 @@ def compare_dirs(base_dir: Path, candidates: Sequence[tuple[str, Path]], thresho
     from gate.verdict import judge_candidate, judge_release
 
     metrics = {spec.task: spec.metric for _, spec in suite.tasks() if spec.metric} if suite else None
-    base, base_meta = records_from_output_dir(base_dir, metrics=metrics)
+    clusters = ({spec.task: spec.cluster for _, spec in suite.tasks() if spec.cluster and spec.cluster != "member"}
+                if suite else None)
+    base, base_meta = records_from_output_dir(base_dir, metrics=metrics, clusters=clusters)
     tiers = tier_map(suite, list(base), suite_file)
     base = {k: v for k, v in base.items() if k in tiers}
     verdicts = []
     for name, cdir in candidates:
-        cand, _ = records_from_output_dir(cdir, metrics=metrics)
+        cand, _ = records_from_output_dir(cdir, metrics=metrics, clusters=clusters)
         cand = {k: v for k, v in cand.items() if k in tiers}
         paired = pair_all(base, cand)
         by_tier: dict[str, list[Any]] = {"target": [], "related": [], "general": []}

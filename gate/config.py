@@ -291,6 +291,11 @@ class TaskSpec(Strict):
     """Evaluate a seeded random subset of this many documents (never the first N)."""
     seed: int = 1234
     """Seed of the subset draw and of lm-eval's few-shot sampling."""
+    cluster: str | None = Field(None, min_length=1)
+    """Items that share this document field (a passage id, an article, a subject) are
+    not independent: intervals then treat clusters as the sampling unit, and early
+    stopping draws whole clusters. `member` for a group (MMLU): each member task is
+    one cluster."""
 
 
 class Tiers(Strict):

@@ -173,7 +173,8 @@ def plan_tasks(tasks: Sequence[ResolvedTask], task_manager: Any) -> list[TaskPla
     return plans
 
 
-def pool_records(name: str, parts: Sequence[TaskRecords], sizes: Sequence[int] | None = None) -> TaskRecords:
+def pool_records(name: str, parts: Sequence[TaskRecords], sizes: Sequence[int] | None = None,
+                 by_member: bool = False) -> TaskRecords:
     """Pool a group's member tasks into one task (items concatenated in member
     order, doc ids offset so they stay unique). The pooled mean equals
     lm-eval's size-weighted group score (mmlu's `acc`).
@@ -181,13 +182,17 @@ def pool_records(name: str, parts: Sequence[TaskRecords], sizes: Sequence[int] |
     `sizes` (each member's document count) fixes the offsets, so a member's
     item gets the same pooled id whichever of its items were scored: a
     candidate scored in rounds pairs with the fully scored base by id.
-    Without it the offset is the largest doc id seen plus one."""
+    Without it the offset is the largest doc id seen plus one.
+
+    `by_member`: each member task is one cluster (MMLU's subjects); otherwise
+    members' own clusters are kept, prefixed with the member's name."""
     from dataclasses import replace
 
     from gate.records import ItemKey
 
     if len(parts) == 1:
-        return replace(parts[0], task=name)
+        one = parts[0]
+        return replace(one, task=name, clusters=[one.task] * one.n if by_member else one.clusters)
     first = parts[0]
     keys: list[ItemKey] = []
     offset = 0
@@ -200,12 +205,17 @@ def pool_records(name: str, parts: Sequence[TaskRecords], sizes: Sequence[int] |
     texts = None
     if all(p.texts is not None for p in parts):
         texts = [t for p in parts for t in (p.texts or [])]
+    clusters = None
+    if by_member:
+        clusters = [p.task for p in parts for _ in range(p.n)]
+    elif all(p.clusters is not None for p in parts):
+        clusters = [f"{p.task}:{c}" for p in parts for c in (p.clusters or [])]
     return TaskRecords(
         task=name, metric=first.metric, higher_is_better=first.higher_is_better, aggregation=first.aggregation,
         keys=keys, num=np.concatenate([p.num for p in parts]), den=np.concatenate([p.den for p in parts]),
         reported_score=None, reported_stderr=None,
         n_choices=first.n_choices if all(p.n_choices == first.n_choices for p in parts) else None,
-        binary=all(p.binary for p in parts), texts=texts,
+        binary=all(p.binary for p in parts), texts=texts, clusters=clusters,
         version=";".join(str(p.version) for p in parts), config_hash=_sha("".join(str(p.config_hash) for p in parts)),
     )
 
@@ -256,12 +266,15 @@ def evaluate_model(lm: Any, plans: Sequence[TaskPlan], *, task_manager: Any, cac
         for leaf in p.leaves:
             if p.metric:
                 metrics[leaf] = p.metric
-    leaf_records = records_from_evaluation(results, metrics=metrics)
+    fields = {leaf: p.task.spec.cluster for p in plans for leaf in p.leaves
+              if p.task.spec.cluster and p.task.spec.cluster != "member"}
+    leaf_records = records_from_evaluation(results, metrics=metrics, clusters=fields)
     out: dict[str, TaskRecords] = {}
     for p in plans:
         missing = [leaf for leaf in p.leaves if leaf not in leaf_records]
         if missing:
             raise EngineError(f"lm-eval returned no samples for {', '.join(missing)}", fix="rerun; see the engine log")
         out[p.name] = pool_records(p.name, [leaf_records[leaf] for leaf in p.leaves],
-                                   sizes=[p.n_docs[leaf] for leaf in p.leaves])
+                                   sizes=[p.n_docs[leaf] for leaf in p.leaves],
+                                   by_member=p.task.spec.cluster == "member")
     return out

@@ -73,8 +73,11 @@ class _TaskPlan:
 
 
 def records_from_evaluation(results: Mapping[str, Any], *,
-                            metrics: Mapping[str, str] | None = None) -> dict[str, TaskRecords]:
-    """TaskRecords per task from `lm_eval.simple_evaluate(..., log_samples=True)`."""
+                            metrics: Mapping[str, str] | None = None,
+                            clusters: Mapping[str, str] | None = None) -> dict[str, TaskRecords]:
+    """TaskRecords per task from `lm_eval.simple_evaluate(..., log_samples=True)`.
+
+    `clusters` maps a task to the document field its items cluster by."""
     samples = results.get("samples")
     if not isinstance(samples, Mapping):
         raise InputError("the lm-eval result has no per-sample records", key="samples",
@@ -85,11 +88,12 @@ def records_from_evaluation(results: Mapping[str, Any], *,
         if task not in samples:
             raise InputError(f"no samples for task {task!r}", key=f"samples.{task}",
                              fix="call lm_eval.simple_evaluate with log_samples=True")
-        out[task] = _build(plan, samples[task])
+        out[task] = _build(plan, samples[task], (clusters or {}).get(task))
     return out
 
 
 def records_from_output_dir(path: Path, *, metrics: Mapping[str, str] | None = None,
+                            clusters: Mapping[str, str] | None = None,
                             ) -> tuple[dict[str, TaskRecords], dict[str, Any]]:
     """TaskRecords per task from an `lm_eval --output_path DIR --log_samples` folder.
 
@@ -118,7 +122,8 @@ def records_from_output_dir(path: Path, *, metrics: Mapping[str, str] | None = N
         if not samples_file.is_file():
             raise InputError(f"missing per-sample file for task {task!r}", file=str(samples_file),
                              fix=_LOG_SAMPLES_FIX)
-        out[task] = _build(replace(plan, source=str(samples_file)), _read_jsonl(samples_file))
+        out[task] = _build(replace(plan, source=str(samples_file)), _read_jsonl(samples_file),
+                           (clusters or {}).get(task))
     return out, results
 
 
@@ -250,8 +255,10 @@ def _model_args(results: Mapping[str, Any]) -> dict[str, Any]:
 # building records from sample rows (in-process dicts or JSONL lines)
 
 
-def _build(plan: _TaskPlan, rows: Iterable[Mapping[str, Any]]) -> TaskRecords:
+def _build(plan: _TaskPlan, rows: Iterable[Mapping[str, Any]],
+           cluster_field: str | None = None) -> TaskRecords:
     seen: set[int] = set()
+    labels: list[str] = []
     keys: list[ItemKey] = []
     nums: list[float] = []
     dens: list[float] = []
@@ -278,6 +285,15 @@ def _build(plan: _TaskPlan, rows: Iterable[Mapping[str, Any]]) -> TaskRecords:
         nums.append(num)
         dens.append(den)
         texts.append(text)
+        if cluster_field is not None:
+            doc = row.get("doc")
+            if not isinstance(doc, Mapping) or cluster_field not in doc:
+                raise InputError(f"task {plan.task!r} doc_id {doc_id}: the document has no field "
+                                 f"{cluster_field!r} to cluster by", file=plan.source,
+                                 key=f"{plan.task}.cluster",
+                                 fix="name a field every document has (see the per-sample "
+                                     "`doc`), or `member` for a group's member tasks")
+            labels.append(str(doc[cluster_field]))
     if not keys:
         raise InputError(f"task {plan.task!r} has no samples for filter {plan.filter!r}",
                          file=plan.source, key=plan.task, fix=_LOG_SAMPLES_FIX)
@@ -292,6 +308,7 @@ def _build(plan: _TaskPlan, rows: Iterable[Mapping[str, Any]]) -> TaskRecords:
         binary=plan.aggregation is Aggregation.MEAN and bool(np.isin(num_arr, (0.0, 1.0)).all()),
         texts=[texts[i] for i in order], version=plan.version, config_hash=plan.config_hash,
         extra={"filter": plan.filter, "output_type": plan.output_type},
+        clusters=[labels[i] for i in order] if cluster_field is not None else None,
     )
     _check_against_reported(rec, plan)
     return rec

@@ -276,7 +276,8 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
         return fp.BaselineKey(
             model=identity, dtype=cfg.base.dtype, engine=engine.kind, engine_version=engine_version,
             lm_eval_version=lm_eval_version, task=plan.name,
-            task_config=fp.sha256_text(plan.config_hash + "|metric=" + str(plan.metric)),
+            task_config=fp.sha256_text(plan.config_hash + "|metric=" + str(plan.metric)
+                                       + (f"|cluster={plan.task.spec.cluster}" if plan.task.spec.cluster else "")),
             task_version=plan.version, data=plan.data_hash,
             quantization=cfg.base.quantization or "none", adapter=adapter,
             num_fewshot=plan.task.spec.num_fewshot, items=items, seed=plan.task.spec.seed,

@@ -124,6 +124,10 @@ class TaskRecords:
     version: str | None = None
     config_hash: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    #: per item, the cluster it belongs to (a passage, a document, a subject, a
+    #: group member): items of one cluster are not independent, so intervals
+    #: treat clusters as the sampling unit (None: items are independent)
+    clusters: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.num = np.asarray(self.num, dtype=np.float64)
@@ -161,6 +165,7 @@ def select_items(rec: TaskRecords, doc_ids: Sequence[int]) -> TaskRecords:
     idx = [where[d] for d in doc_ids]
     return replace(rec, keys=[rec.keys[i] for i in idx], num=rec.num[idx], den=rec.den[idx],
                    texts=None if rec.texts is None else [rec.texts[i] for i in idx],
+                   clusters=None if rec.clusters is None else [rec.clusters[i] for i in idx],
                    reported_score=None if len(idx) != rec.n else rec.reported_score,
                    reported_stderr=None if len(idx) != rec.n else rec.reported_stderr)
 
@@ -181,9 +186,12 @@ def concat_records(parts: Sequence[TaskRecords]) -> TaskRecords:
     texts = None
     if all(p.texts is not None for p in parts):
         texts = [t for p in parts for t in (p.texts or [])]
+    clusters = None
+    if all(p.clusters is not None for p in parts):
+        clusters = [c for p in parts for c in (p.clusters or [])]
     return replace(first, keys=[k for p in parts for k in p.keys],
                    num=np.concatenate([p.num for p in parts]),
-                   den=np.concatenate([p.den for p in parts]), texts=texts,
+                   den=np.concatenate([p.den for p in parts]), texts=texts, clusters=clusters,
                    binary=all(p.binary for p in parts), reported_score=None,
                    reported_stderr=None, extra={})
 
@@ -206,6 +214,7 @@ def records_to_dict(rec: TaskRecords) -> dict[str, object]:
         "version": rec.version,
         "config_hash": rec.config_hash,
         "extra": rec.extra,
+        "clusters": rec.clusters,
     }
 
 
@@ -229,4 +238,5 @@ def records_from_dict(data: dict[str, object]) -> TaskRecords:
         version=data.get("version"),  # type: ignore[arg-type]
         config_hash=data.get("config_hash"),  # type: ignore[arg-type]
         extra=dict(data.get("extra") or {}),  # type: ignore[call-overload]
+        clusters=None if data.get("clusters") is None else [str(c) for c in data["clusters"]],  # type: ignore[attr-defined]
     )

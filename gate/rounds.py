@@ -30,7 +30,10 @@ by round too, so that `fail_fast` can stop them, but they are decided only on
 all their items, by the paired test; a corpus metric is scored in one round,
 because lm-eval computes it over the whole corpus. A task whose base scores
 at chance under a drop policy gets no verdict anyway (gate.verdict), so it is
-not judged sequentially either.
+not judged sequentially either. A task with clusters (suite `cluster:`) is
+scored whole cluster by whole cluster, in a seeded random order of clusters,
+each round ending at a cluster boundary; it is decided on all its items,
+because the confidence sequence assumes independent items.
 
 Stopping. A task stops when its sequence decides it (PASS or FAIL at the
 early levels of `split_alpha`). With `fail_fast`, the first FAIL stops every
@@ -227,6 +230,11 @@ def _prepare(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
         n = len(order)
         corpus = rec.aggregation is Aggregation.CORPUS
         looks = [n] if corpus or n == 0 else schedule(n, settings.first_round, settings.growth)
+        if rec.clusters is not None and len(set(rec.clusters)) < rec.n and base_at.keys() == items.keys():
+            order, looks = _by_cluster(order, looks, [rec.clusters[base_at[i]] for i in order], p.name, seed)
+            if note is None:
+                note = ("clustered items: the confidence sequence assumes independent items, so the "
+                        "task is decided on all its items (rounds draw whole clusters)")
         state = None
         if note is None:
             state = SequentialState.for_task(split, n, first=settings.first_round)
@@ -236,6 +244,21 @@ def _prepare(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
                              leaf_of={i: leaf for i, (leaf, _) in items.items()},
                              base_at=base_at))
     return runs
+
+
+def _by_cluster(order: list[int], looks: list[int], labels: list[str], name: str,
+                seed: int) -> tuple[list[int], list[int]]:
+    """Whole clusters in a seeded random order (items of a cluster together, in
+    their own random order), and each look moved to the next cluster boundary."""
+    first_seen: dict[str, list[int]] = {}
+    for item, label in zip(order, labels, strict=True):
+        first_seen.setdefault(label, []).append(item)
+    names = sorted(first_seen)
+    perm = np.random.default_rng(task_seed(seed, f"clusters:{name}")).permutation(len(names))
+    ordered = [item for i in perm for item in first_seen[names[i]]]
+    ends = [int(e) for e in np.cumsum([len(first_seen[names[i]]) for i in perm])]
+    moved = sorted({next(e for e in ends if e >= look) for look in looks})
+    return ordered, moved
 
 
 def _round_selection(r: _TaskRun, upto: int) -> dict[str, list[int] | None]:

@@ -116,6 +116,8 @@ GAMMA = 1e-4
 #: from this many discordant items on, binary p-values come from Tango's score test
 #: (its exact size stays <= 0.052 at alpha 0.05 there, even with every flip one way)
 ASYMPTOTIC_DISCORDANT = 200
+#: a clustered task also needs this many clusters with at least one changed item
+MIN_CHANGED_CLUSTERS = 20
 #: a paired_t task needs at least this many items whose scores differ
 MIN_CHANGED_ITEMS = 50
 #: planning power of `items_needed` and `detectable_improvement`
@@ -123,8 +125,8 @@ POWER = 0.8
 #: doc ids listed per task in messages about non-finite items
 MAX_LISTED = 10
 
-Method = Literal["paired_exact", "paired_t", "unpaired_stderr", "confidence_sequence",
-                 "infinite"]
+Method = Literal["paired_exact", "paired_t", "paired_cluster_t", "unpaired_stderr",
+                 "confidence_sequence", "infinite"]
 ThresholdFn = Callable[[float], float]
 
 
@@ -307,14 +309,18 @@ def binary_interval(won: int, lost: int, n: int, alpha: float) -> tuple[float, f
 # ------------------------------------------------------------ other metrics
 
 def ratio_pvalues(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray,
-                  agg: Aggregation, sign: float, thr: ThresholdFn | FloatArray
+                  agg: Aggregation, sign: float, thr: ThresholdFn | FloatArray,
+                  clusters: npt.NDArray[np.int64] | None = None
                   ) -> tuple[FloatArray, FloatArray]:
     """(p_pass, p_fail) of the paired delta-method t test, one per row.
 
     nb, db, nc, dc: (rows, n) arrays of the base's and candidate's per-item
     sums (one row per task, or per simulated task in the calibration tests).
     thr: the threshold as a function of the base score, or one absolute
-    threshold per row.
+    threshold per row. clusters: per item, a cluster code 0..G-1 (None: every
+    item its own): the influence values are summed per cluster and the G
+    cluster totals are the independent units (a cluster-robust standard
+    error, G/(G-1) small-sample factor; Student's t with G - 1 d.f.).
     See the module docstring: theta = s e (R_c - q(R_b)) on the ratio scale,
     se from both ratios' influence values, Student's t with n - 1 d.f.
     """
@@ -342,19 +348,21 @@ def ratio_pvalues(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray
     slope = np.where(np.isfinite(slope), slope, 1.0)
     se_sign = sign * agg.direction
     psi = se_sign * (psi_c - slope[:, None] * psi_b)
-    se = np.sqrt((psi**2).sum(axis=1) / (n * (n - 1))) if n > 1 else np.full(r_b.shape, np.nan)
+    units = psi if clusters is None else _cluster_totals(psi, clusters)
+    g = units.shape[1]
+    se = (np.sqrt(g / (g - 1) * (units**2).sum(axis=1)) / n) if g > 1 else np.full(r_b.shape, np.nan)
     theta = se_sign * (r_c - q)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = theta / se
         # Hall's (1992) monotone transformation removes the studentized
         # statistic's skewness (a mixture of unchanged items and a few large
         # shifts is very skewed); gamma is the skewness of the influence values
-        m2 = (psi**2).mean(axis=1)
-        gamma = np.where(m2 > 0, (psi**3).mean(axis=1) / m2**1.5, 0.0)
-        root = math.sqrt(n)
-        z = t + gamma * t**2 / (3 * root) + gamma**2 * t**3 / (27 * n) + gamma / (6 * root)
-    p_pass = np.asarray(sps.t.sf(z, max(n - 1, 1)), dtype=np.float64)
-    p_fail = np.asarray(sps.t.cdf(z, max(n - 1, 1)), dtype=np.float64)
+        m2 = (units**2).mean(axis=1)
+        gamma = np.where(m2 > 0, (units**3).mean(axis=1) / m2**1.5, 0.0)
+        root = math.sqrt(g)
+        z = t + gamma * t**2 / (3 * root) + gamma**2 * t**3 / (27 * g) + gamma / (6 * root)
+    p_pass = np.asarray(sps.t.sf(z, max(g - 1, 1)), dtype=np.float64)
+    p_fail = np.asarray(sps.t.cdf(z, max(g - 1, 1)), dtype=np.float64)
     undecidable = ~np.isfinite(se) | (se <= 0)
     p_pass = np.where(undecidable, 1.0, p_pass)
     p_fail = np.where(undecidable, 1.0, p_fail)
@@ -362,6 +370,21 @@ def ratio_pvalues(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray
     # larger than the base's perplexity): it can never be met
     outside = np.isnan(q)
     return np.where(outside, 1.0, p_pass), np.where(outside, 0.0, p_fail)
+
+
+def _cluster_totals(psi: FloatArray, clusters: npt.NDArray[np.int64]) -> FloatArray:
+    """Per row, the sum of the influence values of each cluster (rows x G)."""
+    g = int(clusters.max()) + 1
+    onehot = np.zeros((clusters.size, g))
+    onehot[np.arange(clusters.size), clusters] = 1.0
+    return np.asarray(psi @ onehot, dtype=np.float64)
+
+
+def cluster_codes(labels: Sequence[str] | None) -> npt.NDArray[np.int64] | None:
+    """Cluster labels as codes 0..G-1 (None when there are none)."""
+    if labels is None:
+        return None
+    return np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)[1].astype(np.int64)
 
 
 def changed_items(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray) -> FloatArray:
@@ -372,7 +395,8 @@ def changed_items(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray
 
 def _ratio_interval(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray,
                     agg: Aggregation, sign: float, alpha: float, improvement: float,
-                    sigma: float) -> tuple[float, float]:
+                    sigma: float, clusters: npt.NDArray[np.int64] | None = None
+                    ) -> tuple[float, float]:
     """(1 - 2 alpha) interval of the improvement: the absolute thresholds the
     two tests do not reject, found on a grid refined around each edge."""
     width = 60.0 * max(sigma, 1e-12) / math.sqrt(max(nb.size, 1)) + 1e-9 * max(1.0, abs(improvement))
@@ -380,7 +404,7 @@ def _ratio_interval(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArr
     def rejects(side: int, a: FloatArray) -> npt.NDArray[np.bool_]:
         rows = a.size
         tb, tdb, tc, tdc = (np.broadcast_to(x, (rows, x.size)) for x in (nb, db, nc, dc))
-        return ratio_pvalues(tb, tdb, tc, tdc, agg, sign, a)[side] < alpha
+        return ratio_pvalues(tb, tdb, tc, tdc, agg, sign, a, clusters)[side] < alpha
 
     def passes(a: FloatArray) -> npt.NDArray[np.bool_]:
         return rejects(0, a)
@@ -508,7 +532,9 @@ def compare_paired(job: CompareJob) -> Comparison:
     score_c = float(agg.score(nc, dc))
     delta = score_c - score_b
     improvement = sign * delta
-    binary = (agg is Aggregation.MEAN and bool(np.isin(nb, (0.0, 1.0)).all())
+    codes = cluster_codes(base.clusters)
+    clustered = codes is not None and int(codes.max()) + 1 < base.n
+    binary = (not clustered and agg is Aggregation.MEAN and bool(np.isin(nb, (0.0, 1.0)).all())
               and bool(np.isin(nc, (0.0, 1.0)).all()) and bool(np.all(db == 1.0))
               and bool(np.all(dc == 1.0)))
     if binary:
@@ -527,22 +553,32 @@ def compare_paired(job: CompareJob) -> Comparison:
         return Comparison(score_b, score_c, delta, improvement, threshold, ci[0], ci[1], level,
                           "paired_exact", mcnemar_exact(right_b, right_c), float(pf[()]),
                           float(pp[()]), n, n, sigma, (), changed, detectable)
-    sigma = _improvement_sigma(nb, db, nc, dc, agg, sign)
+    use = codes if clustered else None
+    sigma = _improvement_sigma(nb, db, nc, dc, agg, sign, use)
     flags: list[str] = []
-    if changed < MIN_CHANGED_ITEMS:
+    enough = changed >= MIN_CHANGED_ITEMS
+    if clustered and use is not None:
+        moved = np.unique(use[(nb != nc) | (db != dc)]).size
+        enough = enough and moved >= MIN_CHANGED_CLUSTERS
+    if not enough:
         flags.append("too_little_information")
         p_pass, p_fail = 1.0, 1.0
         lo, hi = -math.inf, math.inf
     else:
-        pp_, pf_ = ratio_pvalues(nb, db, nc, dc, agg, sign, job.threshold_fn())
+        pp_, pf_ = ratio_pvalues(nb, db, nc, dc, agg, sign, job.threshold_fn(), use)
         p_pass, p_fail = float(pp_[0]), float(pf_[0])
-        lo, hi = _ratio_interval(nb, db, nc, dc, agg, sign, alpha, improvement, sigma)
+        lo, hi = _ratio_interval(nb, db, nc, dc, agg, sign, alpha, improvement, sigma, use)
     detectable = (detectable_improvement(threshold, sigma, base.n, alpha=alpha, k=job.family)
-                  if changed >= MIN_CHANGED_ITEMS else None)
+                  if enough else None)
     ci = (lo, hi) if base.higher_is_better else (-hi, -lo)
+    p_any = None
+    if base.binary and candidate.binary:
+        right_b = nb > 0.5 if base.higher_is_better else nb < 0.5
+        right_c = nc > 0.5 if base.higher_is_better else nc < 0.5
+        p_any = mcnemar_exact(right_b, right_c)
     return Comparison(score_b, score_c, delta, improvement, threshold, ci[0], ci[1], level,
-                      "paired_t", None, p_fail, p_pass, base.n, base.n, sigma, tuple(flags),
-                      changed, detectable)
+                      "paired_cluster_t" if clustered else "paired_t", p_any, p_fail, p_pass,
+                      base.n, base.n, sigma, tuple(flags), changed, detectable)
 
 
 def compare_unpaired(base: TaskRecords, candidate: TaskRecords, threshold: float, *,
@@ -625,8 +661,10 @@ def detectable_improvement(threshold: float, spread: float, n: int, *, alpha: fl
 # ------------------------------------------------------------- internals
 
 def _improvement_sigma(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: FloatArray,
-                       agg: Aggregation, sign: float) -> float:
-    """Per-item SD of the improvement on the metric's scale (delta method)."""
+                       agg: Aggregation, sign: float,
+                       clusters: npt.NDArray[np.int64] | None = None) -> float:
+    """Per-item SD of the improvement on the metric's scale (delta method); with
+    clusters the effective one (design effect included): se * sqrt(n)."""
     def influence(num: FloatArray, den: FloatArray) -> FloatArray:
         r = float(np.sum(num) / np.sum(den))
         h = 1e-6 * max(1.0, abs(r))
@@ -634,7 +672,11 @@ def _improvement_sigma(nb: FloatArray, db: FloatArray, nc: FloatArray, dc: Float
         return slope * (num - r * den) / float(np.mean(den))
 
     psi = sign * (influence(nc, dc) - influence(nb, db))
-    return float(np.sqrt(np.mean(psi**2)))
+    if clusters is None:
+        return float(np.sqrt(np.mean(psi**2)))
+    totals = _cluster_totals(psi[None, :], clusters)[0]
+    g = totals.size
+    return float(np.sqrt(g / max(g - 1, 1) * np.sum(totals**2) / psi.size))
 
 
 def _reported_or_recomputed(rec: TaskRecords) -> float:

@@ -64,7 +64,15 @@ from gate.errors import EXIT_FAIL, EXIT_PASS, ConfigError, InputError
 from gate.policy import TIERS, TaskPolicy
 from gate.records import Aggregation, TaskRecords
 from gate.sequential import SequentialOutcome
-from gate.stats import MIN_CHANGED_ITEMS, CompareJob, Comparison, compare_many, holm, items_needed
+from gate.stats import (
+    MIN_CHANGED_CLUSTERS,
+    MIN_CHANGED_ITEMS,
+    CompareJob,
+    Comparison,
+    compare_many,
+    holm,
+    items_needed,
+)
 
 #: flipped items listed per task at most
 MAX_FLIPPED = 20
@@ -445,10 +453,12 @@ def _task_verdict(base: TaskRecords, candidate: TaskRecords, policy: TaskPolicy,
                               "failed another task; set sequential.fail_fast: false in the "
                               "thresholds to score it fully")
     elif too_little:
+        where = (f" in at least {MIN_CHANGED_CLUSTERS} clusters"
+                 if comparison.method == "paired_cluster_t" else "")
         advice = Advice(None, f"only {comparison.changed:,} of {comparison.n_used:,} items changed "
                               f"score between base and candidate; a {base.metric} verdict needs "
-                              f"at least {MIN_CHANGED_ITEMS} changed items (below that the "
-                              "standard error cannot be trusted): score more items")
+                              f"at least {MIN_CHANGED_ITEMS} changed items{where} (below that "
+                              "the standard error cannot be trusted): score more items")
     elif verdict is Verdict.INCONCLUSIVE:
         advice = _advice(comparison, replace(policy, alpha=alpha), margin, family,
                          None, base.n_choices, in_points)

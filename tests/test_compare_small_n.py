@@ -68,6 +68,7 @@ MC, PPL = _template("gate_toy_mc"), _template("gate_toy_ppl")
 def _mc_line(i: int, value: float) -> dict:  # type: ignore[type-arg]
     line = copy.deepcopy(MC)
     line.update(doc_id=i, doc_hash=f"mc{i:05d}", acc=value, acc_norm=value)
+    line["doc"]["passage"] = f"p{i // 10}"  # ten questions per passage
     return line
 
 
@@ -136,6 +137,10 @@ def test_identical_items_prove_no_drop_only_when_there_are_enough(
     assert task["ci_low"] < 0 < task["ci_high"]  # never [0, 0]
     if verdict == "INCONCLUSIVE":
         assert task["advice"]["items_needed"] > n
+    # what the run could see, in results.json and the report
+    assert task["detectable"] < -0.03
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert f"this run could detect a drop of {-100 * task['detectable']:.1f} points or more" in report
 
 
 def test_a_candidate_with_infinite_loglikelihood_items_fails(tmp_path: Path) -> None:
@@ -196,3 +201,42 @@ def test_a_gain_with_two_margins_asks_for_the_larger(tmp_path: Path) -> None:
     assert exit_code == 0, output
     assert results["candidates"][0]["label"].startswith("PASS (not shown safe on")
     assert "not shown safe" in (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
+
+
+def test_a_cluster_key_switches_to_the_cluster_test_and_a_missing_field_is_named(tmp_path: Path) -> None:
+    """400 questions on 40 passages; the candidate lost whole passages. Judged
+    as independent items the drop looks precise; with `cluster: passage` the
+    passages are the sampling unit (the cluster-robust test; its design effect
+    is measured in tests/test_calibration.py)."""
+    rng = np.random.default_rng(5)
+    base_v = (rng.random(400) < 0.7).astype(float)
+    cand_v = base_v.copy()
+    for p in rng.choice(40, 6, replace=False):  # six passages forgotten entirely
+        cand_v[10 * p:10 * p + 10] = 0.0
+    flips = rng.random(400) < 0.1
+    cand_v = np.where(flips, 1.0 - cand_v, cand_v)
+    base = lmeval_folder(tmp_path / "base", acc=base_v, loglik=-5 * rng.gamma(4.0, 0.5, 60), gen=True)
+    cand = lmeval_folder(tmp_path / "cand", acc=cand_v, loglik=-5 * rng.gamma(4.0, 0.5, 60), gen=True)
+    th = thresholds(tmp_path, inconclusive="pass", others="pass")
+    for cluster in (None, "passage"):
+        key = f", cluster: {cluster}" if cluster else ""
+        suite_file = write(tmp_path / "suite.yaml", f"""name: clustered
+tiers:
+  target: [{{task: gate_toy_gen, metric: exact_match}}]
+  related: [{{task: gate_toy_ppl, metric: word_perplexity}}]
+  general: [{{task: gate_toy_mc, metric: acc{key}}}]
+""")
+        _, results, output = compare(tmp_path, base, cand, suite_file, th)
+        task = task_of(results, "gate_toy_mc")
+        assert task["method"] == ("paired_cluster_t" if cluster else "paired_exact"), output
+        assert task["ci_low"] < task["delta"] < task["ci_high"]
+    suite_file = write(tmp_path / "suite.yaml", """name: clustered
+tiers:
+  target: [{task: gate_toy_gen, metric: exact_match}]
+  related: [{task: gate_toy_ppl, metric: word_perplexity}]
+  general: [{task: gate_toy_mc, metric: acc, cluster: article}]
+""")
+    exit_code, _, output = compare(tmp_path, base, cand, suite_file, th)
+    assert exit_code == 2
+    assert "the document has no field 'article' to cluster by" in output
+    assert "gate_toy_mc.cluster" in output

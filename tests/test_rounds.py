@@ -211,3 +211,23 @@ def test_false_fail_rate_under_early_stopping_stays_within_alpha() -> None:
         fails += judge("c", plans, base, recs, policies, outcomes).verdict is Verdict.FAIL  # type: ignore[attr-defined]
     # binomial slack: 3 standard deviations of a rate of alpha over `runs` runs
     assert fails / runs <= alpha + 3 * (alpha * (1 - alpha) / runs) ** 0.5
+
+
+def test_clustered_tasks_are_scored_whole_cluster_by_whole_cluster() -> None:
+    from dataclasses import replace
+
+    p = plan("passages", sizes={"passages": 1000})
+    labels = [f"p{i // 25}" for i in range(1000)]  # 40 passages of 25 questions
+    base_v = bernoulli(1000, 0.9, 11)
+    cand_v = base_v * bernoulli(1000, 0.3, 12)  # a collapse: unclustered, it stops at 64
+    base = {"passages": replace(Model([p], {"passages": base_v}).full()["passages"], clusters=labels)}
+    model = Model([p], {"passages": cand_v})
+    _recs, outcomes = score_in_rounds([p], base, {"passages": drop()}, SequentialConfig(), seed=0,
+                                     evaluate=model.evaluate)
+    o = outcomes["passages"]
+    assert o.decision is None and o.note is not None and "clustered" in o.note
+    assert o.n_used == 1000 and all(look % 25 == 0 for look in o.looks) and len(o.looks) > 1
+    for request in model.requested:  # every round asks for whole passages
+        docs = request["passages"]["passages"]
+        assert {d // 25 for d in docs} and all(
+            sum(1 for d in docs if d // 25 == c) == 25 for c in {d // 25 for d in docs})
