@@ -95,6 +95,24 @@ def detectable(task: Task) -> str:
     return f"this run would fail a gain of {shown} or less (80% power)"
 
 
+def error_rates(candidate: Task) -> str:
+    """Which error rate holds for this candidate's FAIL and PASS (README,
+    "Which error rate holds where")."""
+    tiers = len(candidate.get("tiers", []))
+    if candidate.get("family", "tier") == "candidate":
+        fail = "a FAIL is wrong at most alpha of the time (Holm over all its tasks)"
+    else:
+        fail = (f"a FAIL is wrong at most alpha of the time per tier (Holm within each tier), "
+                f"so up to {tiers} x alpha for the candidate")
+    unproven = len(candidate.get("not_shown_safe", []))
+    if unproven:
+        passed = (f"this PASS rests on {unproven} inconclusive task{'s' if unproven != 1 else ''} "
+                  "and carries no guarantee for them")
+    else:
+        passed = "a PASS with every task shown safe is wrong at most alpha of the time"
+    return f"Error rates: {fail}; {passed}."
+
+
 def p_value(value: float | None) -> str:
     """A p-value, with tiny values shown as a bound rather than as 0."""
     if value is None or math.isnan(value):
