@@ -24,28 +24,24 @@ holds exactly when p_pass < alpha, and "wholly below" when p_fail < alpha.
 
 Binary metrics (`method="paired_exact"`: acc, acc_norm, exact_match, any
 MEAN metric whose per-item values are all 0 or 1). Items fall in three
-classes: the candidate better (won items), worse (lost items), the same (n-won-lost).
-The improvement is d = p_g - p_l. Given the m = won + lost discordant items, won is
-exactly Binomial(m, pi) with pi = (1 + d / disc) / 2, disc = p_g + p_l the
-discordance rate, and m ~ Binomial(n, disc) whatever d is. The unknown disc is
-handled as Berger & Boos (1994) do: a one-sided Clopper-Pearson bound for disc
-at level `GAMMA` (1e-4), the worst pi over the discordance rates it allows,
-plus GAMMA. So
+classes: the candidate better (won items), worse (lost items), the same. The
+improvement is d = p_g - p_l. Below `ASYMPTOTIC_DISCORDANT` (200) discordant
+items the p-values are those of the exact unconditional test (`exact_pvalues`,
+Berger & Boos 1994): outcomes are ordered by Tango's (1998) score statistic
+Z, and
 
-    p_pass = P(Binomial(m, pi_max) >= won) + GAMMA,  p_fail = P(Binomial(m, pi_min) <= won) + GAMMA
+    p_pass = sup over the null of P(Z >= z_obs) + GAMMA     (null: d <= t)
+    p_fail = sup over the null of P(Z <= z_obs) + GAMMA     (null: d >= t)
 
-with pi_max / pi_min the largest / smallest pi that the null hypothesis and
-the bound allow (see `binary_pvalues`). The level holds exactly at every n
-(no large-sample approximation): P(p <= a) <= a for every a. It also uses
-the concordant items: when the bound on disc is below |t|, a drop of |t| is
-impossible, so 400 items on which the two models agree pass a 3-point
-margin (p = GAMMA), while 50 such items cannot (disc up to 17% is still
-plausible). The exact test is conservative (its size is 1-3% at alpha 5%
-for 10-40% discordance), so from `ASYMPTOTIC_DISCORDANT` (200) discordant
-items on the p-values come from Tango's (1998) asymptotic score test, whose
-exact size there stays at or below 5.2% (enumerated over n up to 20,000,
-every flip one way included). Below that Tango's test alone errs: 8.8% false
-FAIL at n=100 with 4% discordance, hence the exact test for few flips.
+computed exactly from the multinomial, the unknown discordance rate held to
+a 1 - GAMMA Clopper-Pearson set (GAMMA = 1e-4). The level holds exactly at
+every n (no large-sample approximation), and the concordant items count:
+with no flip in n items a 3-point drop is ruled out once 0.97^n < alpha (the
+rule of three), so 50 identical items cannot pass a 3-point margin and 110
+can. From 200 discordant items on, Tango's asymptotic score test, whose
+exact size there stays at or below 5.2% at alpha 5% (enumerated over n up to
+20,000, every flip one way included); below that Tango's test alone errs
+(8.8% false FAIL at n=100 with 4% discordance), hence the exact test.
 
 Other per-item metrics (`method="paired_t"`: F1-like means, word/byte
 perplexity, bits per byte). Scores are ratios of sums, score = T(R) with
@@ -97,6 +93,7 @@ power, and the true improvement this run would have failed with 80% power
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -116,6 +113,8 @@ GAMMA = 1e-4
 #: from this many discordant items on, binary p-values come from Tango's score test
 #: (its exact size stays <= 0.052 at alpha 0.05 there, even with every flip one way)
 ASYMPTOTIC_DISCORDANT = 200
+#: nuisance values the exact binary test maximises over
+EXACT_GRID = 40
 #: a clustered task also needs this many clusters with at least one changed item
 MIN_CHANGED_CLUSTERS = 20
 #: a paired_t task needs at least this many items whose scores differ
@@ -207,62 +206,81 @@ def mcnemar_exact(base_right: npt.ArrayLike, candidate_right: npt.ArrayLike) -> 
 
 def binary_pvalues(won: npt.ArrayLike, lost: npt.ArrayLike, n: npt.ArrayLike,
                    t: float | npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
-    """(p_pass, p_fail) of the exact paired test of a binary metric (vectorised).
+    """(p_pass, p_fail) of the paired test of a binary metric (vectorised).
 
     won: items the candidate gets right and the base wrong (oriented: "better"),
     lost: the reverse, n: all items, t: the threshold on d = p_g - p_l.
-    H0 for p_pass is d <= t, for p_fail d >= t. See the module docstring.
-
-    With disc the discordance rate, pi = (1 + d/disc)/2 is increasing in d,
-    so the worst case of each null hypothesis is its boundary d = t, where
-    pi(disc) = (1 + t/disc)/2 needs disc >= |t|. Over the discordance rates
-    the Clopper-Pearson bound allows (disc <= hi, or disc >= lo):
-      t < 0: pi grows with disc. PASS: pi_max at hi; if hi < |t| the null is
-             impossible (p = GAMMA). FAIL: pi_min at lo; if lo <= |t| a null
-             with d = -disc >= t has pi = 0 (p = 1).
-      t > 0: pi falls with disc. PASS: pi_max at lo; lo <= t allows pi = 1
-             (p = 1). FAIL: pi_min at hi; if hi < t the null is impossible.
-      t = 0: pi = 1/2 whatever disc is (the exact one-sided McNemar test).
+    H0 for p_pass is d <= t, for p_fail d >= t. Below `ASYMPTOTIC_DISCORDANT`
+    discordant items: the exact unconditional test (`exact_pvalues`); from
+    there on Tango's score test.
     """
     won_, lost_, n_, t_ = np.broadcast_arrays(np.asarray(won, dtype=np.float64),
-                                         np.asarray(lost, dtype=np.float64),
-                                         np.asarray(n, dtype=np.float64),
-                                         np.asarray(t, dtype=np.float64))
-    m = won_ + lost_
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hi = np.where(m < n_, sps.beta.ppf(1.0 - GAMMA, m + 1.0, np.maximum(n_ - m, 1.0)), 1.0)
-        lo = np.where(m > 0, sps.beta.ppf(GAMMA, np.maximum(m, 1.0), n_ - m + 1.0), 0.0)
-    a = np.abs(t_)
-
-    def pi_at(disc: FloatArray) -> FloatArray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.clip((1.0 + t_ / np.maximum(disc, 1e-300)) / 2.0, 0.0, 1.0)
-
-    def tail_ge(pi: FloatArray) -> FloatArray:  # P(Binomial(m, pi) >= won)
-        return np.where(won_ <= 0, 1.0, sps.binom.sf(won_ - 1.0, m, pi))
-
-    def tail_le(pi: FloatArray) -> FloatArray:  # P(Binomial(m, pi) <= won)
-        return np.asarray(sps.binom.cdf(won_, m, pi), dtype=np.float64)
-
-    neg, pos = t_ < 0, t_ > 0
-    # PASS side
-    pi_pass = np.where(neg, pi_at(hi), np.where(pos, pi_at(lo), 0.5))
-    p_pass = tail_ge(pi_pass)
-    p_pass = np.where(neg & (hi < a), 0.0, p_pass)
-    p_pass = np.where(pos & (lo <= a), 1.0, p_pass)
-    # FAIL side
-    pi_fail = np.where(neg, pi_at(lo), np.where(pos, pi_at(hi), 0.5))
-    p_fail = tail_le(pi_fail)
-    p_fail = np.where(neg & (lo <= a), 1.0, p_fail)
-    p_fail = np.where(pos & (hi < a), 0.0, p_fail)
-    p_pass = np.minimum(1.0, p_pass + GAMMA)
-    p_fail = np.minimum(1.0, p_fail + GAMMA)
-    # many discordant items: Tango's score test, as accurate and far less conservative
+                                              np.asarray(lost, dtype=np.float64),
+                                              np.asarray(n, dtype=np.float64),
+                                              np.asarray(t, dtype=np.float64))
     z = tango_z(won_, lost_, n_, t_)
-    asym = m >= ASYMPTOTIC_DISCORDANT
-    p_pass = np.where(asym, sps.norm.sf(z), p_pass)
-    p_fail = np.where(asym, sps.norm.cdf(z), p_fail)
-    return p_pass.astype(np.float64), p_fail.astype(np.float64)
+    p_pass = np.asarray(sps.norm.sf(z), dtype=np.float64)
+    p_fail = np.asarray(sps.norm.cdf(z), dtype=np.float64)
+    small = (won_ + lost_) < ASYMPTOTIC_DISCORDANT
+    if small.any():
+        rows = np.column_stack([won_[small], lost_[small], n_[small], t_[small]])
+        uniq, inverse = np.unique(rows, axis=0, return_inverse=True)
+        exact = np.array([exact_pvalues(int(w), int(lo), int(m), float(x)) for w, lo, m, x in uniq])
+        p_pass[small] = exact[inverse.ravel(), 0]
+        p_fail[small] = exact[inverse.ravel(), 1]
+    return p_pass, p_fail
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def exact_pvalues(won: int, lost: int, n: int, t: float) -> tuple[float, float]:
+    """Exact unconditional paired test (Berger & Boos 1994), ordered by Tango's statistic.
+
+    p_pass = sup over the null of P(Z >= z_obs) + GAMMA, p_fail = sup of
+    P(Z <= z_obs) + GAMMA, computed exactly: the m discordant items are
+    Binomial(n, disc) and, given m, the wins are Binomial(m, pi) with
+    pi = (1 + d / disc) / 2; for each m, Z grows with the wins, so the
+    region Z >= z_obs is "at least g_up(m) wins". The nuisance disc is
+    restricted to a two-sided 1 - GAMMA Clopper-Pearson set (`EXACT_GRID`
+    points plus |t|); for each disc the worst null point is d = min(t, disc)
+    for PASS and d = max(t, -disc) for FAIL (a null point needs |d| <= disc).
+    m beyond `cap` carries less than 1e-12 of the mass at any allowed disc.
+    """
+    m_obs = won + lost
+    lo = float(sps.beta.ppf(GAMMA / 2, m_obs, n - m_obs + 1)) if m_obs > 0 else 0.0
+    hi = float(sps.beta.ppf(1 - GAMMA / 2, m_obs + 1, n - m_obs)) if m_obs < n else 1.0
+    cap = int(min(n, sps.binom.ppf(1 - 1e-12, n, hi) + 5))
+    g_idx, l_idx = np.triu_indices(cap + 1)  # all (wins, discordant) with wins <= discordant
+    wins, disc_items = g_idx.astype(np.float64), l_idx.astype(np.float64)
+    z = tango_z(wins, disc_items - wins, n, t)
+    z_obs = float(tango_z(won, lost, n, t))
+    tol = 1e-9 * max(1.0, abs(z_obs))
+    m = np.arange(cap + 1, dtype=np.float64)
+    # fewest wins with Z >= z_obs, most wins with Z <= z_obs, per m
+    g_up = np.full(cap + 1, np.inf)
+    np.minimum.at(g_up, l_idx[z >= z_obs - tol], wins[z >= z_obs - tol])
+    g_dn = np.full(cap + 1, -np.inf)
+    np.maximum.at(g_dn, l_idx[z <= z_obs + tol], wins[z <= z_obs + tol])
+    grid = np.linspace(lo, hi, EXACT_GRID)
+    if lo < abs(t) < hi:  # the worst case often sits where the null begins
+        grid = np.sort(np.append(grid, abs(t)))
+    disc = grid[:, None]
+    weight = sps.binom.pmf(m[None, :], n, disc)
+
+    def worst(d: FloatArray, feasible: npt.NDArray[np.bool_], upper: bool) -> float:
+        if not feasible.any():  # the bound on disc excludes the whole null
+            return 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pi = np.clip(np.where(disc > 0, (1 + d / disc) / 2, 0.5), 0.0, 1.0)
+        if upper:
+            inner = np.where(np.isfinite(g_up), sps.binom.sf(np.nan_to_num(g_up, posinf=0) - 1, m, pi), 0.0)
+        else:
+            inner = np.where(np.isfinite(g_dn), sps.binom.cdf(np.nan_to_num(g_dn, neginf=0), m, pi), 0.0)
+        tails = (weight * inner).sum(axis=1)
+        return float(np.max(tails[feasible]))
+
+    p_pass = worst(np.minimum(t, disc), grid >= -t - 1e-15, True)
+    p_fail = worst(np.maximum(t, -disc), grid >= t - 1e-15, False)
+    return min(1.0, p_pass + GAMMA), min(1.0, p_fail + GAMMA)
 
 
 def tango_z(won: npt.ArrayLike, lost: npt.ArrayLike, n: npt.ArrayLike,
@@ -285,25 +303,52 @@ def tango_z(won: npt.ArrayLike, lost: npt.ArrayLike, n: npt.ArrayLike,
 
 
 def binary_interval(won: int, lost: int, n: int, alpha: float) -> tuple[float, float]:
-    """The (1 - 2 alpha) interval of d: thresholds neither exact test rejects.
+    """The (1 - 2 alpha) interval of d: thresholds neither test rejects.
 
     lower = sup{t : p_pass(t) < alpha}, upper = inf{t : p_fail(t) < alpha}
     (-1 / +1 when no threshold is rejected: the data say nothing there).
-    p_pass grows with t and p_fail falls, so each edge is found on a grid of
-    thresholds refined around it (to about 1e-9).
+    Each edge is first found on Tango's statistic (a vectorised grid), which
+    is the answer from `ASYMPTOTIC_DISCORDANT` discordant items on; below,
+    the exact test's edge is bracketed from there and bisected to 1e-6.
     """
-    def passes(t: FloatArray) -> npt.NDArray[np.bool_]:
-        return binary_pvalues(won, lost, n, t)[0] < alpha
-
-    def not_fails(t: FloatArray) -> npt.NDArray[np.bool_]:
-        return ~(binary_pvalues(won, lost, n, t)[1] < alpha)
-
     edge = 1.0 - 1e-12
-    ends = np.array([-edge, edge])
-    p_ends, n_ends = passes(ends), not_fails(ends)
-    low = -1.0 if not p_ends[0] else 1.0 if p_ends[1] else _grid_edge(passes, -edge, edge)
-    high = 1.0 if n_ends[1] else -1.0 if not n_ends[0] else _grid_edge(not_fails, -edge, edge)
-    return low, high
+
+    def tango_edge(side: int) -> float:
+        def holds(t: FloatArray) -> npt.NDArray[np.bool_]:
+            z = tango_z(won, lost, n, t)
+            return (sps.norm.sf(z) < alpha) if side == 0 else ~(sps.norm.cdf(z) < alpha)
+        ends = holds(np.array([-edge, edge]))
+        if side == 0:
+            return -1.0 if not ends[0] else 1.0 if ends[1] else _grid_edge(holds, -edge, edge)
+        return 1.0 if ends[1] else -1.0 if not ends[0] else _grid_edge(holds, -edge, edge)
+
+    if won + lost >= ASYMPTOTIC_DISCORDANT:
+        return tango_edge(0), tango_edge(1)
+
+    def holds(side: int, t: float) -> bool:
+        p = binary_pvalues(won, lost, n, t)[side]
+        return bool(p < alpha) if side == 0 else not bool(p < alpha)
+
+    def exact_edge(side: int) -> float:
+        if not holds(side, -edge):
+            return -1.0
+        if holds(side, edge):
+            return 1.0
+        start = min(max(tango_edge(side), -edge), edge)
+        lo, hi, step = start, start, 0.01
+        while lo > -edge and holds(side, lo) is False:
+            lo = max(-edge, lo - step)
+            step *= 2
+        step = 0.01
+        while hi < edge and holds(side, hi) is True:
+            hi = min(edge, hi + step)
+            step *= 2
+        while hi - lo > 1e-6:
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if holds(side, mid) else (lo, mid)
+        return (lo + hi) / 2
+
+    return exact_edge(0), exact_edge(1)
 
 
 # ------------------------------------------------------------ other metrics

@@ -476,8 +476,9 @@ def test_perplexity_error_rates_hold_with_early_stopping(truth: str) -> None:
 
             base = {"text": records(nb[r], db[r])}
 
-            def evaluate(subplans: list[TaskPlan], r: int = r) -> dict[str, TaskRecords]:
-                return {s.name: records(nc[r], dc[r], sorted(pooled_ids(s))) for s in subplans}
+            def evaluate(subplans: list[TaskPlan], ll: np.ndarray = nc[r],
+                         words: np.ndarray = dc[r]) -> dict[str, TaskRecords]:
+                return {s.name: records(ll, words, sorted(pooled_ids(s))) for s in subplans}
 
             recs, outcomes = score_in_rounds([p], base, {"text": policy}, SequentialConfig(),
                                              seed=r, evaluate=evaluate)

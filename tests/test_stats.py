@@ -74,18 +74,38 @@ def test_items_needed_hand_worked() -> None:
     assert stats.items_needed(0.4, 0.0, alpha=0.05) is None
 
 
-def test_binary_exact_pvalues_match_a_hand_computed_case() -> None:
-    """n=100, 10 items better, 14 worse, margin 3 points. The Clopper-Pearson
-    bounds on the discordance at 1e-4, the worst pi under each null, the
-    binomial tails, plus GAMMA (gate.stats docstring), all by hand."""
-    n, won, lost, t = 100, 10, 14, -0.03
+def brute_force_exact(won: int, lost: int, n: int, t: float) -> tuple[float, float]:
+    """The exact unconditional test by enumerating every (wins, losses) outcome
+    of the multinomial, a reference independent of gate.stats' factorisation."""
+    from scipy.special import gammaln, xlogy
+
     m = won + lost
-    hi = sps.beta.ppf(1 - stats.GAMMA, m + 1, n - m)
-    lo = sps.beta.ppf(stats.GAMMA, m, n - m + 1)
-    p_pass = sps.binom.sf(won - 1, m, (1 + t / hi) / 2) + stats.GAMMA
-    p_fail = sps.binom.cdf(won, m, (1 + t / lo) / 2) + stats.GAMMA
-    got = stats.binary_pvalues(won, lost, n, t)
-    assert float(got[0]) == pytest.approx(p_pass) and float(got[1]) == pytest.approx(p_fail)
+    lo = sps.beta.ppf(stats.GAMMA / 2, m, n - m + 1) if m > 0 else 0.0
+    hi = sps.beta.ppf(1 - stats.GAMMA / 2, m + 1, n - m) if m < n else 1.0
+    gs, ls = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    ok = gs + ls <= n
+    gs, ls = gs[ok].astype(float), ls[ok].astype(float)
+    z, z_obs = stats.tango_z(gs, ls, n, t), float(stats.tango_z(won, lost, n, t))
+    best = [0.0, 0.0]
+    for disc in np.append(np.linspace(lo, hi, 400), abs(t) if lo < abs(t) < hi else lo):
+        for side, d in ((0, min(t, disc)), (1, max(t, -disc))):
+            if abs(d) > disc + 1e-15:
+                continue
+            pg, pl = (disc + d) / 2, (disc - d) / 2
+            logp = (gammaln(n + 1) - gammaln(gs + 1) - gammaln(ls + 1) - gammaln(n - gs - ls + 1)
+                    + xlogy(gs, pg) + xlogy(ls, pl) + xlogy(n - gs - ls, 1 - disc))
+            region = z >= z_obs - 1e-9 if side == 0 else z <= z_obs + 1e-9
+            best[side] = max(best[side], float(np.exp(logp)[region].sum()))
+    return min(1.0, best[0] + stats.GAMMA), min(1.0, best[1] + stats.GAMMA)
+
+
+@pytest.mark.parametrize("case", [(10, 14, 100, -0.03), (28, 2, 100, 0.10), (0, 0, 60, -0.03),
+                                  (3, 9, 40, 0.0), (6, 1, 30, 0.05), (0, 4, 25, -0.05)])
+def test_binary_exact_pvalues_match_a_brute_force_enumeration(case: tuple[int, int, int, float]) -> None:
+    got = stats.binary_pvalues(*case)
+    ref = brute_force_exact(*case)
+    assert float(got[0]) == pytest.approx(ref[0], rel=0.02, abs=2e-4)
+    assert float(got[1]) == pytest.approx(ref[1], rel=0.02, abs=2e-4)
 
 
 def test_binary_pvalues_switch_to_tangos_score_test_with_many_flips() -> None:
@@ -102,18 +122,23 @@ def test_binary_pvalues_switch_to_tangos_score_test_with_many_flips() -> None:
 
 def test_agreement_on_every_item_is_evidence_only_at_large_n() -> None:
     """The gate's headline small-n bug: 50 identical items used to "prove" no
-    drop beyond 3 points. Now the interval is as wide as n allows."""
-    for n, shown in ((50, False), (250, False), (400, True), (5000, True)):
+    drop beyond 3 points. Now the evidence is the rule of three's: with no
+    flip in n items a flip rate of 3% is ruled out only once 0.97^n < alpha."""
+    for n, shown in ((50, False), (90, False), (110, True), (400, True)):
         p_pass, p_fail = stats.binary_pvalues(0, 0, n, -0.03)
         assert (float(p_pass) < 0.05) is shown and float(p_fail) == 1.0
+        if n < 200:
+            assert float(p_pass) == pytest.approx(min(1.0, 0.97**n + stats.GAMMA), rel=1e-3)
     low, high = stats.binary_interval(0, 0, 50, 0.05)
-    assert low == pytest.approx(-high) and high > 0.15
+    assert low == pytest.approx(-high) and 0.05 < high < 0.07
 
 
-def test_a_perfect_tiny_target_task_does_not_prove_a_gain() -> None:
-    # 0/5 -> 5/5 used to PASS any required gain: the exact p_pass is 0.057
+def test_a_perfect_tiny_target_task_passes_only_at_its_exact_level() -> None:
+    # 0/5 -> 5/5: the worst null (a gain of exactly 2 points, every item
+    # discordant) gives 5 wins of 5 with probability 0.51^5 = 0.035
     p_pass, _ = stats.binary_pvalues(5, 0, 5, 0.02)
-    assert 0.05 < float(p_pass) < 0.06
+    assert float(p_pass) == pytest.approx(0.51**5 + stats.GAMMA, rel=1e-6)
+    assert 0.01 < float(p_pass) < 0.05  # a PASS at alpha 5%, not at 1%
 
 
 def test_binary_comparison_reports_mcnemar_as_any_difference_only() -> None:

@@ -108,15 +108,15 @@ def test_zero_margin_advice_is_sized_on_the_observed_difference() -> None:
 
 def test_identical_candidate_gets_an_interval_as_wide_as_n_allows() -> None:
     """Agreement on every item is not proof of no drop: the interval is not
-    [0, 0] but of rule-of-three width, so 300 items cannot show a drop below 2
-    points while 1,000 can."""
-    base, _ = pair(300, 0.7, 0.0, 0.0)
+    [0, 0] but the rule of three's (about 3 / n), so 100 items cannot show a
+    drop below 2 points while 300 can."""
+    base, _ = pair(100, 0.7, 0.0, 0.0)
     v = judge_task(base, acc(base.num.copy()), drop(0.02))
     assert v.comparison.delta == 0.0
     assert v.comparison.ci_low == pytest.approx(-v.comparison.ci_high)
-    assert 0.02 < v.comparison.ci_high < 10 / 300  # about ln(1/GAMMA) / n: the rule of three's kind
+    assert v.comparison.ci_high == pytest.approx(3 / 100, rel=0.05)  # -ln(0.05) / n
     assert v.verdict is Verdict.INCONCLUSIVE
-    big, _ = pair(1000, 0.7, 0.0, 0.0)
+    big, _ = pair(300, 0.7, 0.0, 0.0)
     v = judge_task(big, acc(big.num.copy()), drop(0.02))
     assert v.verdict is Verdict.PASS and v.comparison.ci_low > -0.02
 
