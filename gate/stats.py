@@ -302,6 +302,7 @@ def tango_z(won: npt.ArrayLike, lost: npt.ArrayLike, n: npt.ArrayLike,
     return np.asarray(np.nan_to_num(z, nan=0.0), dtype=np.float64)
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def binary_interval(won: int, lost: int, n: int, alpha: float) -> tuple[float, float]:
     """The (1 - 2 alpha) interval of d: thresholds neither test rejects.
 
