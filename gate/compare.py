@@ -38,8 +38,7 @@ def compare_dirs(base_dir: Path, candidates: Sequence[tuple[str, Path]], thresho
     from gate.verdict import judge_candidate, judge_release
 
     metrics = {spec.task: spec.metric for _, spec in suite.tasks() if spec.metric} if suite else None
-    clusters = ({spec.task: spec.cluster for _, spec in suite.tasks() if spec.cluster and spec.cluster != "member"}
-                if suite else None)
+    clusters = {spec.task: spec.cluster_field for _, spec in suite.tasks() if spec.cluster_field} if suite else None
     base, base_meta = records_from_output_dir(base_dir, metrics=metrics, clusters=clusters)
     tiers = tier_map(suite, list(base), suite_file)
     base = {k: v for k, v in base.items() if k in tiers}

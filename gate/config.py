@@ -297,6 +297,11 @@ class TaskSpec(Strict):
     stopping draws whole clusters. `member` for a group (MMLU): each member task is
     one cluster."""
 
+    @property
+    def cluster_field(self) -> str | None:
+        """The document field items cluster by (None: none, or `member`)."""
+        return self.cluster if self.cluster != "member" else None
+
 
 class Tiers(Strict):
     """The three tiers of a suite; each must list at least one task."""

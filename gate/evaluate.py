@@ -266,8 +266,8 @@ def evaluate_model(lm: Any, plans: Sequence[TaskPlan], *, task_manager: Any, cac
         for leaf in p.leaves:
             if p.metric:
                 metrics[leaf] = p.metric
-    fields = {leaf: p.task.spec.cluster for p in plans for leaf in p.leaves
-              if p.task.spec.cluster and p.task.spec.cluster != "member"}
+    fields = {leaf: p.task.spec.cluster_field for p in plans for leaf in p.leaves
+              if p.task.spec.cluster_field}
     leaf_records = records_from_evaluation(results, metrics=metrics, clusters=fields)
     out: dict[str, TaskRecords] = {}
     for p in plans:

@@ -580,12 +580,15 @@ def compare_paired(job: CompareJob) -> Comparison:
     improvement = sign * delta
     codes = cluster_codes(base.clusters)
     clustered = codes is not None and int(codes.max()) + 1 < base.n
-    binary = (not clustered and agg is Aggregation.MEAN and bool(np.isin(nb, (0.0, 1.0)).all())
-              and bool(np.isin(nc, (0.0, 1.0)).all()) and bool(np.all(db == 1.0))
-              and bool(np.all(dc == 1.0)))
-    if binary:
+    zero_one = (agg is Aggregation.MEAN and bool(np.isin(nb, (0.0, 1.0)).all())
+                and bool(np.isin(nc, (0.0, 1.0)).all()) and bool(np.all(db == 1.0))
+                and bool(np.all(dc == 1.0)))
+    p_any = None
+    if zero_one:
         right_b = nb > 0.5 if base.higher_is_better else nb < 0.5
         right_c = nc > 0.5 if base.higher_is_better else nc < 0.5
+        p_any = mcnemar_exact(right_b, right_c)
+    if zero_one and not clustered:
         won = int(np.sum(right_c & ~right_b))
         lost = int(np.sum(right_b & ~right_c))
         n = base.n
@@ -597,7 +600,7 @@ def compare_paired(job: CompareJob) -> Comparison:
                                             binary=True)
         ci = (lo, hi) if base.higher_is_better else (-hi, -lo)
         return Comparison(score_b, score_c, delta, improvement, threshold, ci[0], ci[1], level,
-                          "paired_exact", mcnemar_exact(right_b, right_c), float(pf[()]),
+                          "paired_exact", p_any, float(pf[()]),
                           float(pp[()]), n, n, sigma, (), changed, detectable)
     use = codes if clustered else None
     sigma = _improvement_sigma(nb, db, nc, dc, agg, sign, use)
@@ -617,11 +620,6 @@ def compare_paired(job: CompareJob) -> Comparison:
     detectable = (detectable_improvement(threshold, sigma, base.n, alpha=alpha, k=job.family)
                   if enough else None)
     ci = (lo, hi) if base.higher_is_better else (-hi, -lo)
-    p_any = None
-    if base.binary and candidate.binary:
-        right_b = nb > 0.5 if base.higher_is_better else nb < 0.5
-        right_c = nc > 0.5 if base.higher_is_better else nc < 0.5
-        p_any = mcnemar_exact(right_b, right_c)
     return Comparison(score_b, score_c, delta, improvement, threshold, ci[0], ci[1], level,
                       "paired_cluster_t" if clustered else "paired_t", p_any, p_fail, p_pass,
                       base.n, base.n, sigma, tuple(flags), changed, detectable)
