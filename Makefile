@@ -22,9 +22,9 @@ demo: venv
 test: venv browser toy
 	$(BIN)/python -m pytest -q
 
-## make test-fast: only the tests that need no toy world or engine (seconds)
+## make test-fast: the unit tests: no toy world, engine, browser, lm-eval run, torch model or child process (about a minute)
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow and not vllm and not browser"
+	$(BIN)/python -m pytest -q -m "not slow and not vllm and not browser and not heavy"
 
 toy: venv
 	$(BIN)/gate toy build

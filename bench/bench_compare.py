@@ -32,9 +32,9 @@ import scipy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gate.policy import TaskPolicy
-from gate.records import Aggregation, ItemKey, TaskRecords
-from gate.verdict import TaskTriple, judge_candidate, judge_task
+from gate.config.policy import TaskPolicy
+from gate.evaluate.records import Aggregation, ItemKey, TaskRecords
+from gate.verdict.judge import TaskTriple, judge_candidate, judge_task
 
 N_ITEMS = 10_000
 MIX = {"binary": 40, "continuous": 5, "ratio": 5}  # 50 tasks

@@ -108,10 +108,11 @@ def main() -> None:
 
     from gate import toy
     from gate.cli.demo import demo_config
-    from gate.evaluate import evaluate_model, plan_tasks
-    from gate.loader import load_setup
-    from gate.pipeline import make_engine, model_specs
-    from gate.tasks import include_paths, resolve_tasks, task_manager
+    from gate.config.load import load_setup
+    from gate.config.tasks import include_paths, resolve_tasks, task_manager
+    from gate.evaluate.harness import evaluate_model
+    from gate.evaluate.plan import plan_tasks
+    from gate.serve.factory import make_engine, model_specs
 
     world = toy.build()
     with tempfile.TemporaryDirectory(prefix="gate-bench-engine-") as tmp:

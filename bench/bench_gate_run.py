@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 RUNNER = r"""
 import json, resource, sys, time
 from pathlib import Path
-from gate.loader import load_setup
+from gate.config.load import load_setup
 from gate.pipeline import run
 t = time.perf_counter()
 result = run(load_setup(Path(sys.argv[1])))

@@ -43,7 +43,7 @@ from pathlib import Path
 def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 stages = [("python started", rss_mb())]
-from gate.loader import load_setup
+from gate.config.load import load_setup
 from gate.pipeline import run
 stages.append(("gate imported", rss_mb()))
 def progress(msg):

@@ -39,7 +39,7 @@ TARGET = 3.0  # 8 candidates take at most 3x as long as 1
 RUNNER = r"""
 import json, sys, time
 from pathlib import Path
-from gate.loader import load_setup
+from gate.config.load import load_setup
 from gate.pipeline import run
 t = time.perf_counter()
 result = run(load_setup(Path(sys.argv[1])))
@@ -87,8 +87,8 @@ def main() -> None:
 
     from gate import toy
     from gate.cli.demo import demo_config
-    from gate.pipeline import make_engine
     from gate.serve.base import ModelSpec
+    from gate.serve.factory import make_engine
     from gate.serve.vllm_server import VllmEngine, VllmOptions
 
     world = toy.build()
@@ -152,7 +152,7 @@ def main() -> None:
 
 def make_engine_for(cfg: dict[str, Any], work: Path, make_engine: Any) -> Any:
     """The vllm engine with exactly the options `gate run` would use for this config."""
-    from gate.loader import load_setup
+    from gate.config.load import load_setup
 
     path = work / "gate-vllm.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")

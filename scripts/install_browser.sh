@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the headless browser the report tests drive (tests/test_report_browser.py).
+# Install the headless browser the report tests drive (tests/report/test_report_browser.py).
 # Idempotent: does nothing when a browser is already there. Uses the
 # distribution's chromium through apt-get, never a browser download of its own
 # (`playwright install` fetches one from a CDN; the tests launch this binary

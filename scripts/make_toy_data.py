@@ -3,7 +3,7 @@
 Usage: python scripts/make_toy_data.py [OUT_DIR]   (default: suites/toy next to this script)
 
 Training data and evaluation data come from the same generator code
-(gate/toy/corpus.py); tests/test_toy_data.py fails when the committed files drift.
+(gate/toy/corpus.py); tests/toy/test_toy_data.py fails when the committed files drift.
 """
 
 from __future__ import annotations

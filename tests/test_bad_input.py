@@ -35,6 +35,8 @@ from fakeworld import fake_adapter_dir, fake_model_dir
 
 from gate.cli.main import cli
 
+pytestmark = pytest.mark.heavy
+
 REPO = Path(__file__).resolve().parent.parent
 FAKESUITE = REPO / "tests" / "fixtures" / "fakesuite"
 TINY_SCRIPT = REPO / "scripts" / "tiny_model.py"

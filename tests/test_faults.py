@@ -7,7 +7,7 @@ per-model response cache, with the same numbers as an uninterrupted run; two
 valid.
 
 The fake engine answers instantly, so the subprocess tests run a small helper
-script that swaps `gate.pipeline.make_engine` for a fake engine whose LMs sleep
+script that swaps `gate.serve.factory.make_engine` for a fake engine whose LMs sleep
 per request and drop a marker file (model name + pid) when they start
 answering, then calls the real CLI entry point.
 """
@@ -30,8 +30,8 @@ from click.testing import CliRunner
 from test_bad_input import World, make_world, write_yaml
 
 from gate.cli.main import cli
+from gate.config.load import load_setup
 from gate.errors import EngineError, exit_code_for
-from gate.loader import load_setup
 from gate.pipeline import run
 from gate.serve.base import ModelSpec
 from gate.serve.fake import FakeEngine, FakeLM, FakeSkill
@@ -48,7 +48,7 @@ HELPER = '''
 import contextlib, os, sys, time
 from pathlib import Path
 
-import gate.pipeline as pipeline
+import gate.serve.factory as factory
 from gate.serve.fake import FakeEngine, FakeLM
 
 DELAY = float(os.environ["GATE_TEST_DELAY"])
@@ -79,11 +79,14 @@ class SlowEngine(FakeEngine):
         yield {m.name: SlowLM(m.name) for m in group}
 
 
-pipeline.make_engine = lambda cfg: SlowEngine()
+factory.make_engine = lambda cfg: SlowEngine()
 from gate.cli.main import cli
 
 cli(sys.argv[1:], prog_name="gate")
 '''
+
+
+pytestmark = pytest.mark.heavy
 
 
 @pytest.fixture(scope="module")

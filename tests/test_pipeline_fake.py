@@ -15,9 +15,11 @@ import pytest
 import yaml
 from fakeworld import fake_adapter_dir, fake_model_dir
 
-from gate.loader import load_setup
+from gate.config.load import load_setup
 from gate.pipeline import run
 from gate.serve.fake import FakeEngine, FakeSkill
+
+pytestmark = pytest.mark.heavy
 
 REPO = Path(__file__).resolve().parent.parent
 SUITE = REPO / "tests" / "fixtures" / "fakesuite"
@@ -80,7 +82,7 @@ def test_verdicts_outputs_and_exit_code(world: Path) -> None:
 
 
 def test_release_of_one_candidate(world: Path) -> None:
-    from gate.loader import Overrides
+    from gate.config.load import Overrides
 
     setup = load_setup(world / "gate.yaml", Overrides(release=["good"]))
     assert run(setup, engine=_engine()).exit_code == 0
@@ -100,8 +102,8 @@ def test_second_run_reuses_baseline_and_caches(world: Path) -> None:
 
 
 def test_require_baseline_without_one_is_input_error(world: Path) -> None:
+    from gate.config.load import Overrides
     from gate.errors import BaselineMismatch
-    from gate.loader import Overrides
 
     setup = load_setup(world / "gate.yaml", Overrides(require_baseline=True))
     with pytest.raises(BaselineMismatch) as err:

@@ -21,6 +21,8 @@ from test_bad_input import make_world, output_of, write_yaml
 
 from gate.cli.main import cli
 
+pytestmark = pytest.mark.heavy
+
 CANARIES = {
     "HF_TOKEN": "hf_canaryTOKEN0a1b2c3d4e5f6a7b8c9d0e1f2a3b",
     "HUGGING_FACE_HUB_TOKEN": "hf_canaryHUBTOKEN9f8e7d6c5b4a39281706",

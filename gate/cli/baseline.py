@@ -18,7 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from gate.baseline import DEFAULT_STORE, EntryInfo, open_store
+from gate.baseline.store import DEFAULT_STORE, EntryInfo, open_store
 from gate.cli.common import handle_errors
 from gate.errors import StoreError
 

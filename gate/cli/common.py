@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from gate.errors import EXIT_INFRA, EXIT_INTERRUPTED, GateError
-from gate.loader import Overrides, parse_named_path
+from gate.config.load import Overrides, parse_named_path
+from gate.errors import GateError, exit_code_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,10 +30,10 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except GateError as exc:
             click.echo(f"error: {exc.render()}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
+            sys.exit(exit_code_for(exc))
+        except KeyboardInterrupt as exc:
             click.echo("interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(exit_code_for(exc))
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:  # an unexpected bug: still the documented code
@@ -41,7 +41,7 @@ def handle_errors(func: F) -> F:
 
             traceback.print_exc()
             click.echo(f"error: internal error: {exc!r} (please report it)", err=True)
-            sys.exit(EXIT_INFRA)
+            sys.exit(exit_code_for(exc))
 
     return wrapper  # type: ignore[return-value]
 

@@ -38,17 +38,14 @@ def compare_cmd(base_dir: Path, candidates: tuple[str, ...], suite: Path | None,
     Items that do not pair (missing, or the same doc_id with another doc_hash)
     are an input error (exit 2) that lists them.
     """
-    from gate.compare import compare_dirs
     from gate.config import load_suite, load_thresholds
-    from gate.pipeline import _check_out_dir, write_outputs
+    from gate.pipeline import compare
 
     th = load_thresholds(thresholds)
     st = load_suite(suite) if suite else None
-    _check_out_dir(out)
-    results = compare_dirs(base_dir, [_named(c) for c in candidates], th, suite=st,
-                           suite_file=str(suite) if suite else None, release=release)
-    files = write_outputs(results, out)
-    print_summary(results, Console())
-    for name, path in files.items():
+    result = compare(base_dir, [_named(c) for c in candidates], th, out=out, suite=st,
+                     suite_file=str(suite) if suite else None, release=release)
+    print_summary(result.results, Console())
+    for name, path in result.files.items():
         click.echo(f"{name}: {path}")
-    sys.exit(int(results["release"]["exit_code"]))
+    sys.exit(result.exit_code)

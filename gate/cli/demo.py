@@ -64,7 +64,7 @@ def _has_wandb() -> bool:
 def demo_cmd(out: Path, engine: str) -> None:
     """Build the toy world and gate its candidates (careful, overfit, full, qlora)."""
     from gate import toy
-    from gate.loader import load_setup
+    from gate.config.load import load_setup
     from gate.pipeline import run
 
     console = Console(stderr=True)

@@ -16,7 +16,7 @@ from gate.cli.common import handle_errors
 from gate.errors import InfraError
 from gate.report import render_html, render_junit, render_summary
 from gate.report.github import publish
-from gate.results import load_results
+from gate.report.results import load_results
 
 
 @click.command("report")

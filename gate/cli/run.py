@@ -28,28 +28,15 @@ def run_cmd(config: Path | None, require_baseline: bool | None, store: str | Non
 
     Exit codes: 0 the release passes, 1 it fails, 2 bad input, 3 infrastructure.
     """
-    from gate.loader import load_setup
+    from gate.config.load import load_setup
     from gate.pipeline import run
 
     overrides = overrides_from(kwargs)
     overrides.require_baseline = require_baseline
     overrides.store = store
+    overrides.wandb_project, overrides.wandb_entity, overrides.wandb_run_id = wandb_project, wandb_entity, wandb_run_id
     setup = load_setup(config, overrides)
-    if wandb_project or wandb_entity or wandb_run_id:
-        from gate.config import WandbConfig
-
-        current = setup.config.wandb.model_dump() if setup.config.wandb else {}
-        flags = {"project": wandb_project, "entity": wandb_entity, "run_id": wandb_run_id}
-        merged = {**current, **{k: v for k, v in flags.items() if v}}
-        if "project" not in merged:
-            from gate.errors import ConfigError
-
-            raise ConfigError("--wandb-entity/--wandb-run-id need a project", key="--wandb-project",
-                              fix="add --wandb-project NAME")
-        setup.config.wandb = WandbConfig.model_validate(merged)
     console = Console(stderr=True)
-    for note in setup.notes:
-        console.print(f"note: {note}")
     result = run(setup, progress=lambda msg: console.print(f"[dim]gate:[/] {msg}"))
     print_summary(result.results, Console())
     for name, path in result.files.items():

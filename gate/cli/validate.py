@@ -8,10 +8,10 @@ from typing import Any
 import click
 
 from gate.cli.common import config_options, handle_errors, overrides_from
-from gate.config import RunConfig, Suite, Thresholds
+from gate.config.load import load_setup, load_yaml_model
+from gate.config.models import RunConfig, Suite, Thresholds
+from gate.config.validate import validate
 from gate.errors import ConfigError, GateError
-from gate.loader import check_paths, load_setup, load_yaml_model
-from gate.tasks import resolve_tasks
 
 KINDS: dict[str, type[RunConfig] | type[Suite] | type[Thresholds]] = {
     "run": RunConfig, "suite": Suite, "thresholds": Thresholds,
@@ -42,7 +42,9 @@ def _kind_of(path: Path) -> str:
               help="Validate a single suite, thresholds or run YAML (repeatable); kind guessed from its keys.")
 @handle_errors
 def validate_cmd(config: Path | None, files: tuple[Path, ...], **kwargs: Any) -> None:
-    """Check the run config, its suite and thresholds, paths and task names.
+    """Check everything `gate run` checks before serving: the config, suite and
+    thresholds, paths and hub ids, tasks (built and planned), adapters against
+    the base, the output folder, and the extras the engine and W&B need.
 
     Reports every problem at once, each with file, key and fix; exits 2 when
     there is any.
@@ -60,13 +62,10 @@ def validate_cmd(config: Path | None, files: tuple[Path, ...], **kwargs: Any) ->
         click.echo(f"ok: {len(files)} file(s) valid")
         return
     setup = load_setup(config, overrides)
-    problems += check_paths(setup)
-    tasks, task_problems = resolve_tasks(setup.suite, setup.suite_file)
-    problems += task_problems
-    if problems:
-        raise ConfigError(problems=problems)
+    checked = validate(setup)
     for note in setup.notes:
         click.echo(f"note: {note}")
-    n = {tier: sum(1 for t in tasks if t.tier == tier) for tier in ("target", "related", "general")}
-    click.echo(f"ok: suite {setup.suite.name} ({n['target']} target, {n['related']} related, {n['general']} general tasks), "
-               f"{len(setup.config.candidates)} candidate(s), engine {setup.config.engine.kind}")
+    n = {tier: sum(1 for t in checked.tasks if t.tier == tier) for tier in ("target", "related", "general")}
+    items = sum(p.n_items for p in checked.plans)
+    click.echo(f"ok: suite {setup.suite.name} ({n['target']} target, {n['related']} related, {n['general']} general tasks, "
+               f"{items:,} items), {len(setup.config.candidates)} candidate(s), engine {setup.config.engine.kind}")

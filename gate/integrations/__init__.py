@@ -9,6 +9,6 @@ works without the extra installed; calling one without it raises
 
 from __future__ import annotations
 
-from gate.integrations.wandb_log import WandbRunInfo, log_to_wandb
+from gate.integrations.wandb_log import WandbRunInfo, log_to_wandb, log_verdict
 
-__all__ = ["WandbRunInfo", "log_to_wandb"]
+__all__ = ["WandbRunInfo", "log_to_wandb", "log_verdict"]

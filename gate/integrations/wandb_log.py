@@ -9,7 +9,7 @@ HTML report.
 What lands in the run:
 
     config   gate.run_config   the run config, secrets dropped
-             gate.results      schema/gate version, created, baseline and
+             gate.report.results      schema/gate version, created, baseline and
                                candidate fingerprints, provenance
     summary  gate/verdict, gate/exit_code, gate/reason
              gate/<candidate>/verdict
@@ -40,14 +40,16 @@ import importlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from gate.errors import InfraError, InputError
-from gate.results import validate_results
+from gate.config.models import RunConfig
+from gate.errors import GateError, InfraError, InputError
+from gate.report.results import validate_results
 
 __all__ = [
     "ARTIFACT_TYPE",
@@ -57,6 +59,7 @@ __all__ = [
     "WandbRunInfo",
     "is_secret_name",
     "log_to_wandb",
+    "log_verdict",
     "summary_metrics",
     "without_secrets",
 ]
@@ -334,3 +337,21 @@ def log_to_wandb(results: dict[str, Any], out_dir: Path, *, project: str,
             # Never mark an attached training run as crashed because logging failed.
             run.finish(exit_code=1 if failed and run_id is None else 0)
     return info
+
+
+def log_verdict(results: dict[str, Any], out: Path, cfg: RunConfig, say: Callable[[str], None]) -> None:
+    """Log a run's verdict to W&B as its config says. A logging failure is
+    reported, never turned into a different release verdict: the gate's answer
+    is already in results.json. Bad W&B settings (exit 2) still stop the run."""
+    if cfg.wandb is None:
+        return
+    try:
+        info = log_to_wandb(results, out, project=cfg.wandb.project, entity=cfg.wandb.entity,
+                            run_id=cfg.wandb.run_id, mode=cfg.wandb.mode, config=cfg.model_dump(mode="json"))
+    except InputError:
+        raise
+    except GateError as exc:
+        say(f"warning: W&B logging failed: {exc.render()}")
+        return
+    where = info.url or (f"offline, in {info.run_dir}; upload with `wandb sync`" if info.run_dir else "offline")
+    say(f"W&B: logged to run {info.run_id} ({where})")

@@ -13,9 +13,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gate.config.policy import TIERS
+
 Task = dict[str, Any]
 
 _NOT_POINTS = ("perplexity", "bits", "bpb", "loss", "bleu", "chrf", "ter")
+
+
+def tiers_in_order(candidate: Task) -> list[Task]:
+    """A candidate's tier entries in the flow's order: target, related, general."""
+    return sorted(candidate["tiers"], key=lambda t: TIERS.index(t["tier"]))
 
 
 def is_points(task: Task) -> bool:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gate.report import format as fmt
-from gate.report.plots import TIER_ORDER
 
 
 def escape_data(text: str) -> str:
@@ -33,7 +32,7 @@ def annotation_lines(results: dict[str, Any]) -> list[str]:
     """One `::error` line per FAIL task, one `::warning` per INCONCLUSIVE task."""
     lines = []
     for candidate in results["candidates"]:
-        for tier in sorted(candidate["tiers"], key=lambda t: TIER_ORDER.index(t["tier"])):
+        for tier in fmt.tiers_in_order(candidate):
             for task in tier["tasks"]:
                 if task["verdict"] == "PASS":
                     continue

@@ -17,7 +17,7 @@ import jinja2
 from markupsafe import Markup
 
 from gate.report import format as fmt
-from gate.report.plots import TIER_ORDER, forest_svg
+from gate.report.plots import forest_svg
 from gate.report.remedies import remedies, summary_sentence
 
 TEMPLATE = "report.html.j2"
@@ -56,7 +56,7 @@ def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
 
 
 def _candidate_view(candidate: dict[str, Any], index: int) -> dict[str, Any]:
-    tiers = sorted(candidate["tiers"], key=lambda t: TIER_ORDER.index(t["tier"]))
+    tiers = fmt.tiers_in_order(candidate)
     return {
         "candidate": candidate,
         "tiers": tiers,
@@ -80,7 +80,7 @@ def _probe_view(probe: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_html(results: dict[str, Any]) -> str:
-    """The report page for a validated results dict (see gate.results)."""
+    """The report page for a validated results dict (see gate.report.results)."""
     provenance = results["provenance"]
     context = {
         "results": results,

@@ -23,7 +23,6 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from gate.report import format as fmt
-from gate.report.plots import TIER_ORDER
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -72,7 +71,7 @@ def render_junit(results: dict[str, Any]) -> str:
         suite = ET.SubElement(root, "testsuite", name=xml_text(f"gate.{candidate['name']}"),
                               timestamp=xml_text(results["created"]), errors="0", time="0")
         counts = {"tests": 0, "failures": 0, "skipped": 0}
-        tiers = sorted(candidate["tiers"], key=lambda t: TIER_ORDER.index(t["tier"]))
+        tiers = fmt.tiers_in_order(candidate)
         for tier in tiers:
             for task in tier["tasks"]:
                 case = ET.SubElement(suite, "testcase", time="0",

@@ -13,7 +13,6 @@ import re
 from typing import Any
 
 from gate.report import format as fmt
-from gate.report.plots import TIER_ORDER
 
 VERDICT_ICONS = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️"}
 # Inline markup characters; `(`, `)` and `!` are inert once `[`/`]` are escaped.
@@ -41,7 +40,7 @@ def _row(cells: list[str]) -> str:
 
 
 def _tiers(candidate: dict[str, Any]) -> list[dict[str, Any]]:
-    return sorted(candidate["tiers"], key=lambda t: TIER_ORDER.index(t["tier"]))
+    return fmt.tiers_in_order(candidate)
 
 
 def render_summary(results: dict[str, Any]) -> str:

@@ -28,7 +28,6 @@ from matplotlib.figure import Figure
 
 from gate.report import format as fmt
 
-TIER_ORDER = ("target", "related", "general")
 VERDICT_COLOURS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCONCLUSIVE": "#9a6700"}
 THRESHOLD_COLOUR = "#cf222e"
 ROW_HEIGHT_IN = 0.5
@@ -53,7 +52,7 @@ def _oriented(task: dict[str, Any]) -> tuple[float | None, float | None, float |
 
 
 def _rows(candidate: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    tiers = sorted(candidate["tiers"], key=lambda t: TIER_ORDER.index(t["tier"]))
+    tiers = fmt.tiers_in_order(candidate)
     for tier in tiers:
         for task in tier["tasks"]:
             yield tier["tier"], task

@@ -1,9 +1,13 @@
-"""Engines: serve the base and its candidates, hand lm-eval one LM per model.
+"""Stage 2, serve: model specs in; one lm-eval LM per model out, for as long as a group is served.
 
     vllm      one vLLM OpenAI server (base + every LoRA), full fine-tunes alone
     endpoint  an existing OpenAI-compatible vLLM deployment
     hf        transformers + PEFT in process (the reference)
     fake      deterministic fake LMs with chosen per-task accuracy (tests)
+
+    factory.py   the engine a config names (make_engine) and the specs it serves (model_specs)
+    adapters.py  a LoRA checked against its base from safetensors headers
+    probes.py    an adapter is applied; the served engine agrees with the reference
 
 Heavy backends are imported lazily by the engine that needs them.
 """

@@ -12,12 +12,14 @@ from __future__ import annotations
 import abc
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
+
+    from gate.serve.adapters import AdapterInfo
 
 ModelKind = Literal["base", "lora", "full"]
 BASE_NAME = "base"
@@ -33,6 +35,8 @@ class ModelSpec:
     base_path: the base model, the tokenizer source for lm-eval.
     revision: a hub revision, when path is a hub id.
     quantization: "bitsandbytes"/"nf4" to load the base in 4 bits (QLoRA).
+    adapter: a LoRA's checked shapes and rank (gate.config.validate checked it
+      against the base once); None: the engine checks it itself.
     """
 
     name: str
@@ -41,6 +45,7 @@ class ModelSpec:
     base_path: str
     revision: str | None = None
     quantization: str | None = None
+    adapter: AdapterInfo | None = field(default=None, compare=False)
 
 
 class Engine(abc.ABC):

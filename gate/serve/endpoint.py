@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from gate.config.models import BATCH_SIZE, MAX_RETRIES, NUM_CONCURRENT, REQUEST_TIMEOUT_S
 from gate.errors import EngineError, InfraError, InputError
 from gate.serve.base import Engine, ModelSpec, check_unique_names
 from gate.serve.completions import ServerHealth, bos_by_default, completions_lm
@@ -39,10 +40,10 @@ class EndpointOptions:
     connect_timeout_s: float = 5.0
     connect_attempts: int = 3
     connect_deadline_s: float = 8.0  # all attempts together: an unreachable or silent endpoint fails fast
-    request_timeout_s: float = 300.0
-    num_concurrent: int = 4
-    batch_size: int = 32
-    max_retries: int = 3
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+    num_concurrent: int = NUM_CONCURRENT
+    batch_size: int = BATCH_SIZE
+    max_retries: int = MAX_RETRIES
     max_model_len: int | None = None
     trust_remote_code: bool = False
     version_label: str = "unknown"  # the deployment's vLLM version, for fingerprints

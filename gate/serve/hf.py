@@ -113,8 +113,9 @@ class HfEngine(Engine):
                              key="candidates", fix="serve the base with its adapters")
         loras = [m for m in group if m.kind == "lora"]
         for m in loras:
-            validate_adapter(m.path, m.base_path, allow_pickle=self.options.allow_pickle,
-                             trust_remote_code=self.options.trust_remote_code)
+            if m.adapter is None:  # not checked by gate.config.validate (an engine used on its own)
+                validate_adapter(m.path, m.base_path, allow_pickle=self.options.allow_pickle,
+                                 trust_remote_code=self.options.trust_remote_code)
         model = load_causal_lm(served.path, self.options, served.revision, served.quantization)
         if loras:
             from peft import PeftModel

@@ -45,7 +45,8 @@ def reference_loglikelihoods(group: Sequence[ModelSpec], texts: Sequence[str], o
     with tempfile.TemporaryDirectory(prefix="gate-hf-ref-") as tmp:
         request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
         request.write_text(json.dumps({
-            "group": [dataclasses.asdict(s) for s in group], "texts": list(texts),
+            # the child checks adapters itself: a spec crosses as its plain fields
+            "group": [dataclasses.asdict(dataclasses.replace(s, adapter=None)) for s in group], "texts": list(texts),
             "options": dataclasses.asdict(options), "log_dir": str(log_dir),
         }), encoding="utf-8")
         with log_path.open("wb") as log:
@@ -71,8 +72,8 @@ def _rebuild_error(data: dict[str, Any]) -> errors.GateError:
 
 
 def _compute(request: dict[str, Any]) -> dict[str, list[float]]:
-    from gate.probes import rolling_loglikelihoods
     from gate.serve.hf import HfEngine
+    from gate.serve.probes import rolling_loglikelihoods
 
     group = [ModelSpec(**s) for s in request["group"]]
     engine = HfEngine(HfOptions(**request["options"]))

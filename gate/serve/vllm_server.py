@@ -33,6 +33,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, ClassVar
 
+from gate.config.models import (
+    BATCH_SIZE,
+    HEALTH_TIMEOUT_S,
+    MAX_RETRIES,
+    NUM_CONCURRENT,
+    REQUEST_TIMEOUT_S,
+)
 from gate.errors import EngineError, InfraError, InputError
 from gate.serve.adapters import max_lora_rank, validate_adapter
 from gate.serve.base import Engine, ModelSpec, check_unique_names, tail
@@ -63,11 +70,11 @@ class VllmOptions:
     max_num_seqs: int | None = None
     enforce_eager: bool = False
     extra_args: list[str] = field(default_factory=list)
-    health_timeout_s: float = 600.0
-    request_timeout_s: float = 300.0
-    num_concurrent: int = 4
-    batch_size: int = 32
-    max_retries: int = 3
+    health_timeout_s: float = HEALTH_TIMEOUT_S
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+    num_concurrent: int = NUM_CONCURRENT
+    batch_size: int = BATCH_SIZE
+    max_retries: int = MAX_RETRIES
     port: int | None = None  # None: a free port
     trust_remote_code: bool = False
     cpu_lora_fix: bool = True  # use the gate's vLLM plugin instead of --max-num-seqs 1 on CPU
@@ -319,8 +326,8 @@ class VllmEngine(Engine):
         check_unique_names(group)
         cpu = on_cpu_platform()
         loras = [m for m in group if m.kind == "lora"]
-        infos = [validate_adapter(m.path, m.base_path, allow_pickle=self.allow_pickle,
-                                  trust_remote_code=self.options.trust_remote_code) for m in loras]
+        infos = [m.adapter or validate_adapter(m.path, m.base_path, allow_pickle=self.allow_pickle,
+                                               trust_remote_code=self.options.trust_remote_code) for m in loras]
         fix = bool(self.options.cpu_lora_fix and cpu and loras and cpu_lora_fix_available())
         port = pick_port(self.options.port)
         cmd = build_command(group, self.options, port, cpu=cpu,

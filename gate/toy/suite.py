@@ -2,7 +2,7 @@
 
 Everything under `suites/toy/` is written by `write_suite` from the generators in
 `gate.toy.corpus`, so the committed files and a freshly built world's suite are
-byte-identical (tests/test_toy_data.py checks it).
+byte-identical (tests/toy/test_toy_data.py checks it).
 
 How data paths resolve: `datasets.load_dataset("json", data_files=...)` (what
 lm-eval calls for `dataset_path: json`) resolves a relative path against the

@@ -1,0 +1,455 @@
+"""Strictly typed configuration: the run config, suites and thresholds.
+
+Three kinds of YAML files, each a pydantic model with `extra="forbid"` so a
+misspelled key is an error, never silently ignored:
+
+- the run config (`gate.yaml`): `RunConfig`
+- a suite (`suites/*.yaml`): `Suite`, three tiers of lm-eval tasks
+- the release policy (`thresholds.yaml`): `Thresholds`
+
+Loading turns every pydantic or YAML error into `gate.errors.Problem`s that
+name the file, the dotted key and a fix, and reports them all at once
+(`ConfigError`). Relative paths inside a file are resolved against that
+file's directory, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from gate.config.policy import TIERS, Inconclusive, TaskPolicy, Tier
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+RESERVED_NAMES = {"base"}
+
+# Engine defaults, the one place they are set: the config's fields and the
+# engines' option dataclasses (gate.serve) both use these.
+REQUEST_TIMEOUT_S = 600.0
+NUM_CONCURRENT = 8
+HEALTH_TIMEOUT_S = 900.0
+BATCH_SIZE = 32
+MAX_RETRIES = 3
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors; field docstrings
+    become the documentation (`use_attribute_docstrings`)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+# ---------------------------------------------------------------- run config
+
+
+class BaseModelConfig(Strict):
+    """The model every candidate is compared against."""
+
+    path: str
+    """Local model directory, or a hub id (then `revision` should pin it)."""
+    revision: str | None = None
+    """Hub revision (commit sha or tag). Required for a reproducible baseline of a hub id."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype for serving. Baselines are keyed by it: bf16 and fp32 scores differ."""
+    quantization: Literal["bitsandbytes"] | None = None
+    """Serve the base quantized (QLoRA bases: 4-bit nf4 via bitsandbytes)."""
+    trust_remote_code: bool = False
+    """Run code shipped with the model. Off unless you trust the model's source."""
+
+
+class Candidate(Strict):
+    """One fine-tuned model to gate: exactly one of `adapter` or `model`."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    """Unique name; used as the served model name and in every report."""
+    adapter: str | None = None
+    """A LoRA/QLoRA adapter directory (adapter_config.json + adapter_model.safetensors)."""
+    model: str | None = None
+    """A full fine-tuned model directory (config.json + weights + tokenizer)."""
+    allow_pickle: bool = False
+    """Allow weights stored as pickle files (.bin/.pt). Pickles can run code on load."""
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Candidate:
+        if (self.adapter is None) == (self.model is None):
+            raise ValueError("give exactly one of `adapter` (a LoRA directory) or `model` (a full fine-tune directory)")
+        if self.name in RESERVED_NAMES:
+            raise ValueError(f"the name {self.name!r} is reserved for the base model; choose another")
+        return self
+
+    @property
+    def kind(self) -> Literal["lora", "full"]:
+        return "lora" if self.adapter is not None else "full"
+
+    @property
+    def path(self) -> str:
+        return self.adapter if self.adapter is not None else str(self.model)
+
+
+class VllmConfig(Strict):
+    """Options passed through to the vLLM OpenAI server the gate launches."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    """Shard each layer over this many GPUs (vLLM --tensor-parallel-size)."""
+    pipeline_parallel_size: int = Field(1, ge=1)
+    """Split layers over this many GPUs or nodes (vLLM --pipeline-parallel-size)."""
+    data_parallel_size: int = Field(1, ge=1)
+    """Replicas of the model behind one server (vLLM --data-parallel-size)."""
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    """Share of accelerator memory vLLM may use; on CPU, of host memory for the KV cache."""
+    max_model_len: int | None = Field(None, ge=16)
+    """Context length to serve; lower it to fit memory."""
+    max_num_seqs: int | None = Field(None, ge=1)
+    """Sequences per engine batch (the CPU build forces 1 with LoRA; see ENGINE notes)."""
+    enforce_eager: bool | None = None
+    """Skip CUDA graphs / compilation (faster start for small models)."""
+    port: int | None = Field(None, ge=1, le=65535)
+    """Fixed port on 127.0.0.1; default: a free port."""
+    health_timeout_s: float = Field(HEALTH_TIMEOUT_S, gt=0)
+    """How long to wait for the server to answer before giving up (exit 3)."""
+    request_timeout_s: float = Field(REQUEST_TIMEOUT_S, gt=0)
+    """Per-request timeout for scoring calls."""
+    num_concurrent: int = Field(NUM_CONCURRENT, ge=1)
+    """Concurrent requests per evaluated model."""
+    batch_size: int = Field(BATCH_SIZE, ge=1)
+    """Prompts per HTTP request: fewer round trips for short prompts (the server batches
+    them all the same; 1 sends one prompt per request)."""
+    max_retries: int = Field(MAX_RETRIES, ge=0)
+    """Retries per request, with backoff, before the evaluation fails (exit 3)."""
+    extra_args: list[str] = Field(default_factory=list)
+    """Extra command-line arguments for `vllm serve`, appended verbatim."""
+
+
+class EndpointConfig(Strict):
+    """An existing OpenAI-compatible vLLM deployment to evaluate against."""
+
+    base_url: str = Field(pattern=r"^https?://")
+    """Server root, e.g. http://vllm.internal:8000 (the gate appends /v1/...)."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (the key itself is never stored)."""
+    base_name: str = "base"
+    """Served model name of the base model."""
+    names: dict[str, str] = Field(default_factory=dict)
+    """Served name per candidate, when it differs from the candidate's name."""
+    engine_version: str = "unknown"
+    """The deployment's vLLM version; part of the baseline fingerprint, so set it to keep baselines honest."""
+    request_timeout_s: float = Field(REQUEST_TIMEOUT_S, gt=0)
+    """Per-request timeout for scoring calls."""
+    num_concurrent: int = Field(NUM_CONCURRENT, ge=1)
+    """Concurrent requests per evaluated model."""
+    batch_size: int = Field(BATCH_SIZE, ge=1)
+    """Prompts per HTTP request: fewer round trips for short prompts (the server batches
+    them all the same; 1 sends one prompt per request)."""
+    max_retries: int = Field(MAX_RETRIES, ge=0)
+    """Retries per request, with backoff, before the evaluation fails (exit 3)."""
+
+
+class HfConfig(Strict):
+    """The in-process transformers + peft reference engine."""
+
+    batch_size: int = Field(8, ge=1)
+    """Items per forward pass."""
+    device: str = "cpu"
+    """torch device, e.g. cpu or cuda:0."""
+
+
+class EngineConfig(Strict):
+    """Which engine scores the models, and its options. The choice is config, not code."""
+
+    kind: Literal["vllm", "endpoint", "hf", "fake"] = "vllm"
+    """vllm: launch a server; endpoint: use a running one; hf: in-process reference; fake: tests only."""
+    vllm: VllmConfig = Field(default_factory=VllmConfig)  # type: ignore[arg-type]
+    """Options for kind=vllm."""
+    endpoint: EndpointConfig | None = None
+    """Required for kind=endpoint."""
+    hf: HfConfig = Field(default_factory=HfConfig)  # type: ignore[arg-type]
+    """Options for kind=hf."""
+
+    @model_validator(mode="after")
+    def _endpoint_needs_url(self) -> EngineConfig:
+        if self.kind == "endpoint" and self.endpoint is None:
+            raise ValueError("engine.kind is 'endpoint' but engine.endpoint (base_url, ...) is missing")
+        return self
+
+
+class BaselineConfig(Strict):
+    """Where the base model's results are stored and whether they must exist."""
+
+    store: str = ".gate/baselines"
+    """Baseline store: a directory (relative to the config file) or wandb://entity/project/name[:alias]."""
+    require: bool = False
+    """Exit 2 instead of computing a missing or stale baseline (CI that must not spend GPU time on the base)."""
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, v: str) -> str:
+        if "://" in v:
+            from gate.baseline.wandb_store import parse_store_uri
+            from gate.errors import InputError
+
+            try:
+                parse_store_uri(v)
+            except InputError as exc:
+                problem = exc.problems[0]
+                raise ValueError(f"{problem.message} (fix: {problem.fix})") from exc
+        return v
+
+
+class WandbConfig(Strict):
+    """Optional Weights & Biases logging."""
+
+    project: str
+    """W&B project to log to."""
+    entity: str | None = None
+    """W&B entity (team or user)."""
+    run_id: str | None = None
+    """Attach to this existing run (e.g. the fine-tuning run) instead of creating one."""
+    mode: Literal["online", "offline", "disabled"] | None = None
+    """Force a W&B mode; default follows WANDB_MODE."""
+
+
+class ProbesConfig(Strict):
+    """Sanity probes run before the full evaluation (see gate.serve.probes)."""
+
+    enabled: bool = True
+    """Check that each adapter changes the model's outputs (a no-op adapter is reported)."""
+    parity: bool = True
+    """Compare the served engine's log-likelihoods with the transformers reference (small models only)."""
+    parity_max_bytes: int = Field(2_000_000_000, ge=0)
+    """Largest model (weights on disk) for which the in-process reference is loaded."""
+    parity_tolerance: float = Field(0.02, gt=0)
+    """Allowed served-vs-reference difference, nats per token (fp32 agrees to ~1e-5; bf16 to ~1e-2)."""
+
+
+class RunConfig(Strict):
+    """The run config (`gate.yaml`): what to gate, against what, and how."""
+
+    base: BaseModelConfig
+    """The base model."""
+    candidates: list[Candidate] = Field(min_length=1)
+    """The fine-tuned models to gate."""
+    suite: str
+    """Suite YAML (three tiers of lm-eval tasks), relative to this file."""
+    thresholds: str = "thresholds.yaml"
+    """Release policy YAML, relative to this file."""
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    """Engine kind and options."""
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    """Baseline store."""
+    out: str = "gate-out"
+    """Output directory for results.json, report.html, junit.xml, summary.md and logs."""
+    cache_dir: str = ".gate/cache"
+    """Per-model response caches (keyed by model fingerprint), for resumable runs."""
+    release: list[str] | None = None
+    """Candidates whose verdict decides the release; default: all of them."""
+    wandb: WandbConfig | None = None
+    """Weights & Biases settings; omit to disable."""
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)  # type: ignore[arg-type]
+    """Sanity probes (adapter applied, engine parity)."""
+
+    @field_validator("candidates")
+    @classmethod
+    def _names_unique(cls, v: list[Candidate]) -> list[Candidate]:
+        names = [c.name for c in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"candidate names must be unique; repeated: {', '.join(dupes)}")
+        return v
+
+    @field_validator("release")
+    @classmethod
+    def _release_known(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        cands = info.data.get("candidates")
+        if v is None or cands is None:
+            return v
+        names = [c.name for c in cands]
+        unknown = [r for r in v if r not in names]
+        if unknown:
+            raise ValueError(f"release names unknown candidates {unknown}; known: {names}")
+        return v
+
+
+# --------------------------------------------------------------------- suites
+
+
+class TaskSpec(Strict):
+    """One lm-eval task in a tier."""
+
+    task: str = Field(min_length=1)
+    """A task name from lm-eval's registry or from the suite's `include` folders, or a task YAML path relative to the suite."""
+    metric: str | None = None
+    """The metric the gate judges (default: the task's first metric)."""
+    num_fewshot: int | None = Field(None, ge=0)
+    """Few-shot examples (default: the task's own)."""
+    samples: int | None = Field(None, ge=1)
+    """Evaluate a seeded random subset of this many documents (never the first N)."""
+    seed: int = 1234
+    """Seed of the subset draw and of lm-eval's few-shot sampling."""
+    cluster: str | None = Field(None, min_length=1)
+    """Items that share this document field (a passage id, an article, a subject) are
+    not independent: intervals then treat clusters as the sampling unit, and early
+    stopping draws whole clusters. `member` for a group (MMLU): each member task is
+    one cluster."""
+
+    @property
+    def cluster_field(self) -> str | None:
+        """The document field items cluster by (None: none, or `member`)."""
+        return self.cluster if self.cluster != "member" else None
+
+
+class Tiers(Strict):
+    """The three tiers of a suite; each must list at least one task."""
+
+    target: list[TaskSpec] = Field(min_length=1)
+    """Tier 1: the task the fine-tune is for; it must improve."""
+    related: list[TaskSpec] = Field(min_length=1)
+    """Tier 2: neighbouring tasks; they may not drop beyond the margin."""
+    general: list[TaskSpec] = Field(min_length=1)
+    """Tier 3: unrelated general capability (MMLU, HellaSwag, ARC, ...): catastrophic forgetting shows here."""
+
+
+class Suite(Strict):
+    """A three-tier benchmark suite."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    """Suite name, shown in reports."""
+    description: str = ""
+    """What this suite checks, in a sentence."""
+    include: list[str] = Field(default_factory=list)
+    """Folders of extra lm-eval task YAMLs, relative to the suite file."""
+    tiers: Tiers
+    """The three tiers."""
+
+    @model_validator(mode="after")
+    def _tasks_unique(self) -> Suite:
+        seen: dict[str, str] = {}
+        for tier in TIERS:
+            for spec in getattr(self.tiers, tier):
+                if spec.task in seen:
+                    raise ValueError(f"task {spec.task!r} appears in tier {seen[spec.task]!r} and in tier {tier!r}; a task belongs to one tier")
+                seen[spec.task] = tier
+        return self
+
+    def tasks(self) -> list[tuple[Tier, TaskSpec]]:
+        """All tasks with their tier, in suite order."""
+        return [(tier, spec) for tier in TIERS for spec in getattr(self.tiers, tier)]
+
+
+# ----------------------------------------------------------------- thresholds
+
+
+class Margin(Strict):
+    """A margin in the metric's own units (`absolute`) and/or a share of the base score (`relative`).
+    When both are given, the stricter one applies: the smaller allowed drop, the larger required gain."""
+
+    absolute: float | None = Field(None, ge=0)
+    """Absolute margin, e.g. 0.02 = 2 points of accuracy."""
+    relative: float | None = Field(None, ge=0, le=1)
+    """Relative margin, e.g. 0.05 = 5% of the base score."""
+
+    @model_validator(mode="after")
+    def _one_given(self) -> Margin:
+        if self.absolute is None and self.relative is None:
+            raise ValueError("give `absolute` and/or `relative`")
+        return self
+
+
+class TierPolicyConfig(Strict):
+    """Policy of one tier, or an override for one task."""
+
+    allowed_drop: Margin | None = None
+    """How much worse than the base the candidate may be (related and general tiers)."""
+    required_gain: Margin | None = None
+    """How much better than the base the candidate must be (target tier)."""
+    inconclusive: Inconclusive | None = None
+    """What an undecided result means for the release: fail, warn (pass with a warning) or pass."""
+    alpha: float | None = Field(None, gt=0, lt=1)
+    """Significance level for this tier or task (default: the file's `alpha`)."""
+
+
+class SequentialConfig(Strict):
+    """Early stopping: score each candidate task in rounds and stop it once decided.
+
+    Why: most of a gate's GPU time goes to items that no longer change the
+    verdict. Rounds follow a seeded random order of the task's items; after
+    each round an always-valid confidence sequence (gate.verdict.sequential) decides
+    PASS or FAIL or asks for the next round. The base model is always scored
+    in full (it is the stored baseline every candidate is compared with).
+    """
+
+    enabled: bool = True
+    """Score candidates in rounds and stop decided tasks (false: every item of every task)."""
+    first_round: int = Field(64, ge=8)
+    """Items in the first round; later rounds grow by `growth` (a task smaller than two
+    rounds is scored in one go)."""
+    growth: float = Field(2.0, gt=1, le=16)
+    """Ratio between consecutive cumulative round sizes."""
+    early_share: float = Field(0.2, gt=0, le=1)
+    """Share of each family's alpha spent on the early looks; the rest decides tasks that
+    run to their last item (the paired test + Holm, as without early stopping)."""
+    fail_fast: bool = True
+    """Stop every task of a candidate once one of its tasks has FAILED: the candidate
+    fails whatever the rest shows. Tasks stopped this way are reported as stopped."""
+
+
+class Thresholds(Strict):
+    """The release policy (`thresholds.yaml`)."""
+
+    alpha: float = Field(0.05, gt=0, lt=1)
+    """Significance level: the false-FAIL rate per family (see `family`) is held at
+    alpha (Holm), and so is each task's false-PASS rate."""
+    family: Literal["tier", "candidate"] = "tier"
+    """Over which tasks Holm's correction of FAIL decisions runs: `tier` (each tier's
+    tasks: a candidate with three tiers can be falsely failed up to 3 alpha of the
+    time) or `candidate` (all of a candidate's tasks: at most alpha per candidate)."""
+    bootstrap_samples: int | None = Field(None, ge=200, le=1_000_000)
+    """No longer used: every paired decision now has an analytic p-value (the exact
+    paired test or the delta-method t), so no bootstrap size can limit Holm's
+    correction. Accepted so that older thresholds files still validate."""
+    seed: int = 0
+    """Seed of the random item order that early-stopping rounds follow."""
+    inconclusive: Inconclusive = "warn"
+    """Default meaning of an undecided result."""
+    tiers: dict[Tier, TierPolicyConfig]
+    """Policy per tier: target, related, general."""
+    tasks: dict[str, TierPolicyConfig] = Field(default_factory=dict)
+    """Per-task overrides, keyed by task name."""
+    sequential: SequentialConfig = Field(default_factory=SequentialConfig)  # type: ignore[arg-type]
+    """Early stopping of candidate tasks (see SequentialConfig)."""
+
+    @field_validator("tiers")
+    @classmethod
+    def _all_tiers(cls, v: dict[Tier, TierPolicyConfig]) -> dict[Tier, TierPolicyConfig]:
+        missing = [t for t in TIERS if t not in v]
+        if missing:
+            raise ValueError(f"missing tier policies: {', '.join(missing)}")
+        if v["target"].required_gain is None:
+            raise ValueError("tier 'target' needs `required_gain` (the fine-tune must improve its target)")
+        for t in ("related", "general"):
+            if v[t].allowed_drop is None:
+                raise ValueError(f"tier {t!r} needs `allowed_drop`")
+        return v
+
+    def policy_for(self, tier: Tier, task: str) -> TaskPolicy:
+        """Resolve tier defaults and a task override into one TaskPolicy."""
+        base = self.tiers[tier]
+        over = self.tasks.get(task) or TierPolicyConfig.model_validate({})
+        kind: Literal["drop", "gain"] = "gain" if tier == "target" else "drop"
+        margin = (over.required_gain or base.required_gain) if kind == "gain" else (over.allowed_drop or base.allowed_drop)
+        assert margin is not None  # guaranteed by _all_tiers
+        return TaskPolicy(
+            tier=tier,
+            kind=kind,
+            absolute=margin.absolute,
+            relative=margin.relative,
+            alpha=over.alpha or base.alpha or self.alpha,
+            inconclusive=over.inconclusive or base.inconclusive or self.inconclusive,
+        )

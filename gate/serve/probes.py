@@ -1,0 +1,168 @@
+"""Sanity probes: prove a number means what it says before trusting it.
+
+Real failures this catches (cheap: a handful of short texts per model):
+
+- an adapter that was silently not applied, so the "tuned" scores equal the
+  base's (lm-eval #2432, #808): the adapter's log-likelihoods on the probe
+  texts must differ from the base's by more than numerical noise;
+- a served engine that scores differently from the transformers + peft
+  reference (a wrong dtype, a dropped lm_head delta as in vLLM #51594, a
+  mis-mapped LoRA as in vLLM #16668): for models small enough, the served
+  per-token log-likelihoods must agree with the `hf` engine's; disagreement
+  stops the run (exit 3) showing both numbers.
+
+The chance floor (a base at or below chance) is checked by the verdict
+engine per task, where the number of choices is known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gate.config.models import RunConfig
+from gate.errors import EngineError
+from gate.evaluate.records import TaskRecords
+from gate.serve.base import BASE_NAME, ModelSpec
+
+#: Summed log-likelihood differences below this (nats per probe) are noise.
+NOOP_TOLERANCE = 1e-4
+
+
+@dataclass
+class ProbeResult:
+    """One probe's outcome, as results.json's `probes` entries."""
+
+    probe: str  # "adapter_applied" | "engine_parity"
+    model: str
+    status: str  # "ok" | "noop" | "mismatch" | "skipped"
+    detail: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results.json entry (schema `$defs/probe`: name, message, candidate, severity)."""
+        severity = {"ok": "info", "skipped": "info", "noop": "warning", "mismatch": "error"}[self.status]
+        return {"name": self.probe, "message": self.detail, "candidate": self.model, "severity": severity,
+                "status": self.status, **self.values}
+
+
+def rolling_loglikelihoods(lm: Any, texts: Sequence[str]) -> list[float]:
+    """Summed log-likelihood of each text under an lm-eval LM."""
+    from lm_eval.api.instance import Instance
+
+    requests = [Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
+                for i, t in enumerate(texts)]
+    out = lm.loglikelihood_rolling(requests)
+    return [float(x[0]) if isinstance(x, (tuple, list)) else float(x) for x in out]
+
+
+def adapter_applied(name: str, base_ll: Sequence[float], cand_ll: Sequence[float]) -> ProbeResult:
+    """An adapter whose log-likelihoods equal the base's on every probe is a no-op."""
+    diffs = [abs(a - b) for a, b in zip(base_ll, cand_ll, strict=True)]
+    biggest = max(diffs, default=0.0)
+    if biggest <= NOOP_TOLERANCE:
+        return ProbeResult("adapter_applied", name, "noop",
+                           f"{name} scores the probe texts exactly like the base (max |diff| {biggest:.2e} nats): "
+                           "the adapter is not applied, or it is a no-op (LoRA B = 0)",
+                           {"max_abs_diff": biggest})
+    return ProbeResult("adapter_applied", name, "ok", f"{name} differs from the base (max |diff| {biggest:.3g} nats)",
+                       {"max_abs_diff": biggest})
+
+
+def engine_parity(name: str, served: Sequence[float], reference: Sequence[float], n_tokens: Sequence[int],
+                  tolerance: float) -> ProbeResult:
+    """Served vs reference log-likelihoods, per token; mismatch beyond `tolerance` is an error."""
+    per_token = [abs(s - r) / max(1, n) for s, r, n in zip(served, reference, n_tokens, strict=True)]
+    worst = max(range(len(per_token)), key=per_token.__getitem__) if per_token else 0
+    biggest = per_token[worst] if per_token else 0.0
+    per_text = max((abs(s - r) for s, r in zip(served, reference, strict=True)), default=0.0)
+    values = {"max_abs_diff_per_token": biggest, "max_abs_diff": per_text, "served": served[worst] if served else None,
+              "reference": reference[worst] if reference else None, "tolerance": tolerance}
+    if biggest > tolerance:
+        return ProbeResult("engine_parity", name, "mismatch",
+                           f"{name}: the served engine gives {served[worst]:.6f} nats on probe {worst}, the hf "
+                           f"reference {reference[worst]:.6f} ({biggest:.2e} nats/token apart, tolerance {tolerance:g})",
+                           values)
+    return ProbeResult("engine_parity", name, "ok",
+                       f"{name}: served engine agrees with the hf reference within {biggest:.1e} nats/token", values)
+
+
+def raise_on_mismatch(results: Sequence[ProbeResult]) -> None:
+    """Stop the run (exit 3) when any engine-parity probe failed."""
+    bad = [r for r in results if r.probe == "engine_parity" and r.status == "mismatch"]
+    if bad:
+        raise EngineError(problems=[], message="; ".join(r.detail for r in bad),
+                          fix="serve in float32, check the adapter (lm_head/embeddings are not served by vLLM "
+                              "prompt logprobs, vllm-project/vllm #51594), or use the hf engine")
+
+
+def chance_floor(task: str, base_score: float, chance: float | None, n: int) -> ProbeResult | None:
+    """A base at or below chance on a task: probably plumbing (prompt format,
+    answer extraction) or a task the base cannot do, not a measurement."""
+    from gate.verdict.judge import chance_tolerance
+
+    if chance is None or base_score != base_score:  # no choices known, or NaN
+        return None
+    if base_score > chance + chance_tolerance(chance, n):
+        return None
+    return ProbeResult("chance_floor", "base", "noop",
+                       f"the base scores {base_score:.3f} on {task}, at chance ({chance:.3f}): check the task's "
+                       "prompt format and answer extraction; its related/general verdicts are INCONCLUSIVE",
+                       {"task": task, "base_score": base_score, "chance": chance})
+
+
+def chance_floors(base: Mapping[str, TaskRecords]) -> list[ProbeResult]:
+    """A chance-floor note for every task the base scores at chance on, in `base`'s order."""
+    return [r for task, rec in base.items() if (r := chance_floor(task, rec.score, rec.chance, rec.n)) is not None]
+
+
+class ProbeRun:
+    """Runs the sanity probes (gate.serve.probes) on each served group, before evaluation."""
+
+    def __init__(self, cfg: RunConfig, texts: list[str], engine_kind: str, say: Callable[[str], None]) -> None:
+        self.cfg, self.texts, self.engine_kind, self.say = cfg, texts, engine_kind, say
+        self.results: list[ProbeResult] = []
+        self.base_ll: list[float] | None = None
+
+    def _small_enough(self, spec: ModelSpec) -> bool:
+        path = Path(spec.path if spec.kind == "full" else spec.base_path)
+        if not path.is_dir():
+            return False
+        size = sum(f.stat().st_size for f in path.glob("*.safetensors")) + sum(f.stat().st_size for f in path.glob("*.bin"))
+        return size <= self.cfg.probes.parity_max_bytes
+
+    def check(self, group: list[ModelSpec], lms: dict[str, Any]) -> None:
+        pcfg = self.cfg.probes
+        if not pcfg.enabled or not self.texts or self.engine_kind == "fake":
+            return
+        served = {spec.name: rolling_loglikelihoods(lms[spec.name], self.texts) for spec in group}
+        if BASE_NAME in served:
+            self.base_ll = served[BASE_NAME]
+        for spec in group:
+            if spec.name != BASE_NAME and self.base_ll is not None:
+                result = adapter_applied(spec.name, self.base_ll, served[spec.name])
+                self.results.append(result)
+                if result.status == "noop":
+                    self.say(f"probe: {result.detail}")
+        if pcfg.parity and self.engine_kind in ("vllm", "endpoint") and all(self._small_enough(s) for s in group):
+            self._parity(group, served)
+
+    def _parity(self, group: list[ModelSpec], served: dict[str, list[float]]) -> None:
+        from transformers import AutoTokenizer
+
+        from gate.serve.hf import HfOptions
+        from gate.serve.hf_reference import reference_loglikelihoods
+
+        self.say(f"probe: engine parity against the hf reference ({', '.join(s.name for s in group)})")
+        tok = AutoTokenizer.from_pretrained(group[0].base_path, trust_remote_code=self.cfg.base.trust_remote_code)
+        n_tokens = [len(tok(t).input_ids) for t in self.texts]
+        options = HfOptions(dtype="float32", trust_remote_code=self.cfg.base.trust_remote_code,
+                            allow_pickle=any(c.allow_pickle for c in self.cfg.candidates))
+        # In a child process: torch, PEFT and the weights never enter the gate's own memory.
+        refs = reference_loglikelihoods(group, self.texts, options, Path(self.cfg.out) / "logs")
+        for spec in group:
+            self.results.append(engine_parity(spec.name, served[spec.name], refs[spec.name], n_tokens,
+                                                         self.cfg.probes.parity_tolerance))
+        raise_on_mismatch(self.results)
