@@ -131,7 +131,7 @@ def test_early_stopping_gives_the_verdicts_of_a_full_evaluation(first_run, tmp_p
         assert t["sequential"] is None and t["n_used"] == t["n"]
         if got["sequential"]["stopped"] == "candidate_failed":
             stopped += 1
-            assert got["verdict"] == "INCONCLUSIVE" and "stopped_candidate_failed" in got["flags"]
+            assert got["verdict"] == "STOPPED" and "stopped_candidate_failed" in got["flags"]
         else:
             assert got["verdict"] == t["verdict"], (name, task, got["sequential"])
     assert stopped  # fail_fast did stop something on the failing candidates

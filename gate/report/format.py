@@ -3,9 +3,12 @@ beyond unit scaling.
 
 Accuracy-like metrics (mean of 0/1 or [0, 1] items) are shown as percentages
 and their deltas, intervals and margins as percentage *points*, because
-"-4.0 pts" reads correctly where "-0.04" invites a relative reading. Every
-other metric (perplexity, bits per byte, BLEU) keeps its own units, with an
-arrow saying which direction is better.
+"-4.0 pts" reads correctly where "-0.04" invites a relative reading.
+Perplexity and bits per byte are ratios of the base: their deltas, intervals
+and margins are shown as a change relative to the base's score ("+5.4%",
+and a factor such as "×3.1e+08" when the candidate is thousands of times
+worse), in the same units as the margin they are compared with. Every other
+metric keeps its own units; huge numbers are shown in scientific form.
 """
 
 from __future__ import annotations
@@ -36,9 +39,41 @@ def is_points(task: Task) -> bool:
     return all(0.0 <= s <= 1.0 for s in scores)
 
 
+#: aggregations whose scores are best read relative to the base's
+_RELATIVE = ("weighted_perplexity", "bits_per_byte")
+
+
+def is_relative(task: Task) -> bool:
+    """Whether a task's deltas are shown as a change relative to the base's score."""
+    base = task.get("base_score")
+    return (task["aggregation"] in _RELATIVE and base is not None and math.isfinite(base) and base > 0
+            and not is_points(task))
+
+
+def change(relative: float, *, signed: bool = True) -> str:
+    """A relative change: "+4.2%", "-37%", or the factor for big ones ("×87", "×3.1e+08")."""
+    if not math.isfinite(relative):
+        return "—"
+    sign = "+" if signed else ""
+    if abs(relative) < 1:
+        return f"{relative * 100:{sign}.1f}%"
+    if abs(relative) < 9:
+        return f"{relative * 100:{sign}.0f}%"
+    factor = 1 + relative
+    return f"×{factor:.3g}" if factor < 1e4 else f"×{factor:.1e}"
+
+
+def level(ci_level: float) -> str:
+    """An interval's level: "90%", "98.7%" (never "98.6667%")."""
+    shown = f"{ci_level * 100:.1f}".rstrip("0").rstrip(".")
+    return f"{shown}%"
+
+
 def _plain(value: float, *, signed: bool) -> str:
     sign = "+" if signed else ""
     size = abs(value)
+    if size >= 1e6:
+        return f"{value:{sign}.3g}"
     if size >= 100:
         return f"{value:{sign},.1f}"
     if size >= 1:
@@ -61,25 +96,40 @@ def delta(task: Task, value: float | None) -> str:
         return "—"
     if is_points(task):
         return f"{value * 100:+.1f} pts"
+    if is_relative(task):
+        return change(value / task["base_score"])
     return _plain(value, signed=True)
 
 
 def interval(task: Task) -> str:
     """The task's confidence interval of the delta: "[-27.0, -15.0] pts (90%)"."""
+    if task.get("verdict") == "STOPPED":
+        return "not judged"
     low, high = task["ci_low"], task["ci_high"]
     if low is None or high is None or math.isnan(low) or math.isnan(high):
         return "—"
-    level = f"{task['ci_level'] * 100:g}%"
+    at = level(task["ci_level"])
     if is_points(task):
-        return f"[{low * 100:+.1f}, {high * 100:+.1f}] pts ({level})"
-    return f"[{_plain(low, signed=True)}, {_plain(high, signed=True)}] ({level})"
+        return f"[{low * 100:+.1f}, {high * 100:+.1f}] pts ({at})"
+    if is_relative(task):
+        base = task["base_score"]
+        return f"[{change(low / base)}, {change(high / base)}] ({at})"
+    return f"[{_plain(low, signed=True)}, {_plain(high, signed=True)}] ({at})"
 
 
 def margin(task: Task) -> str:
     """The policy in words: "drop ≤ 5.0 pts" or "gain ≥ 5.0 pts"."""
     size = task["margin"]
-    shown = f"{size * 100:.1f} pts" if is_points(task) else _plain(size, signed=False)
-    return f"gain ≥ {shown}" if task["kind"] == "gain" else f"drop ≤ {shown}"
+    if is_points(task):
+        shown = f"{size * 100:.1f} pts"
+    elif is_relative(task):
+        shown = change(size / task["base_score"], signed=False)
+    else:
+        shown = _plain(size, signed=False)
+    if task["kind"] == "gain":
+        return f"gain ≥ {shown}"
+    worse = "drop" if task["higher_is_better"] else "rise"
+    return f"{worse} ≤ {shown}"
 
 
 def label(verdict: Task) -> str:
@@ -95,7 +145,12 @@ def detectable(task: Task) -> str:
     if d is None or task["verdict"] == "FAIL" or d != d:
         return ""
     size = abs(d) if task["kind"] == "drop" else d
-    shown = f"{size * 100:.1f} points" if is_points(task) else _plain(size, signed=False)
+    if is_points(task):
+        shown = f"{size * 100:.1f} points"
+    elif is_relative(task):
+        shown = change(size / task["base_score"], signed=False)
+    else:
+        shown = _plain(size, signed=False)
     if task["kind"] == "drop":
         word = "drop" if task["higher_is_better"] else "worsening"
         return f"this run could detect a {word} of {shown} or more (80% power)"

@@ -29,12 +29,13 @@ def escape_property(text: str) -> str:
 
 
 def annotation_lines(results: dict[str, Any]) -> list[str]:
-    """One `::error` line per FAIL task, one `::warning` per INCONCLUSIVE task."""
+    """One `::error` line per FAIL task, one `::warning` per INCONCLUSIVE task
+    (none for a STOPPED task: it was not judged, and its candidate's FAIL is annotated)."""
     lines = []
     for candidate in results["candidates"]:
         for tier in fmt.tiers_in_order(candidate):
             for task in tier["tasks"]:
-                if task["verdict"] == "PASS":
+                if task["verdict"] in ("PASS", "STOPPED"):  # STOPPED: not judged, the FAIL says why
                     continue
                 level = "error" if task["verdict"] == "FAIL" else "warning"
                 title = f"gate {task['verdict']}: {candidate['name']} / {tier['tier']} / {task['task']}"

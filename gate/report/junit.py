@@ -42,6 +42,8 @@ def inconclusive_fails(results: dict[str, Any], candidate: dict[str, Any],
 
 
 def _message(task: dict[str, Any]) -> str:
+    if task["verdict"] == "STOPPED":
+        return "STOPPED: not judged: the candidate had already failed another task (fail_fast)"
     return (f"{task['verdict']}: {task['metric']} delta {fmt.delta(task, task['delta'])} "
             f"{fmt.interval(task)}, policy {fmt.margin(task)}")
 
@@ -85,7 +87,7 @@ def render_junit(results: dict[str, Any]) -> str:
                                             type=verdict)
                     failure.text = xml_text(_details(candidate, task))
                     counts["failures"] += 1
-                elif verdict == "INCONCLUSIVE":
+                elif verdict in ("INCONCLUSIVE", "STOPPED"):
                     ET.SubElement(case, "skipped", message=xml_text(_message(task)))
                     counts["skipped"] += 1
                 out = ET.SubElement(case, "system-out")

@@ -14,7 +14,7 @@ from typing import Any
 
 from gate.report import format as fmt
 
-VERDICT_ICONS = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️"}
+VERDICT_ICONS = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️", "STOPPED": "⏹️"}
 # Inline markup characters; `(`, `)` and `!` are inert once `[`/`]` are escaped.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 # Block markup that only counts at the start of a line (heading, list, quote).
@@ -51,7 +51,7 @@ def render_summary(results: dict[str, Any]) -> str:
         "",
         md_escape(release["reason"]),
         "",
-        _row(["candidate", "tier", "worst task", "delta", "verdict"]),
+        _row(["candidate", "tier", "deciding task", "delta", "verdict"]),
         _row(["---"] * 5),
     ]
     failing: list[list[str]] = []

@@ -25,7 +25,9 @@ Task (`judge_task`, or `judge_tier` for a whole tier):
   Without a correction the rule is the interval rule: the (1 - 2 alpha)
   interval wholly below the threshold <=> FAIL, wholly above <=> PASS.
 
-Tier: the worst task verdict (FAIL > INCONCLUSIVE > PASS), after correction.
+Tier: the worst task verdict (FAIL > INCONCLUSIVE > STOPPED > PASS), after
+correction. STOPPED: a task not judged because the candidate had already
+failed another task and `fail_fast` stopped its scoring.
 
 Candidate: each task's verdict is first resolved by its policy's
 `inconclusive` setting: PASS and FAIL stay; INCONCLUSIVE becomes FAIL under
@@ -207,7 +209,7 @@ def _task_verdict(base: TaskRecords, candidate: TaskRecords, policy: TaskPolicy,
     elif blocks:
         verdict = Verdict.INCONCLUSIVE
     elif stopped:
-        verdict = Verdict.INCONCLUSIVE
+        verdict = Verdict.STOPPED
         flags.append("stopped_candidate_failed")
     elif too_little:
         verdict = Verdict.INCONCLUSIVE

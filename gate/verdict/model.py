@@ -1,6 +1,6 @@
 """The verdict stage's output types, each with `to_dict()` giving its results.json shape.
 
-    Verdict            PASS / INCONCLUSIVE / FAIL, ordered by severity
+    Verdict            PASS / STOPPED / INCONCLUSIVE / FAIL, ordered by severity
     TaskVerdict        one task: the comparison, the threshold, the decision, advice, flipped items
     TierVerdict        the worst of a tier's tasks
     CandidateVerdict   one candidate: PASS or FAIL with one sentence why
@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,12 +27,15 @@ class Verdict(str, enum.Enum):
     """A decision; `severity` orders them for "the worst of" (tiers)."""
 
     PASS = "PASS"
+    #: not judged: scoring stopped because the candidate had already failed
+    #: another task (sequential.fail_fast); a task or tier verdict only
+    STOPPED = "STOPPED"
     INCONCLUSIVE = "INCONCLUSIVE"
     FAIL = "FAIL"
 
     @property
     def severity(self) -> int:
-        return {"PASS": 0, "INCONCLUSIVE": 1, "FAIL": 2}[self.value]
+        return {"PASS": 0, "STOPPED": 1, "INCONCLUSIVE": 2, "FAIL": 3}[self.value]
 
 
 def _worst(verdicts: Sequence[Verdict]) -> Verdict:
@@ -113,7 +116,7 @@ class TaskVerdict:
         for a FAIL, the one-sided p_pass for a PASS, the smaller of the two for
         an undecided task (None when the looks of early stopping decided)."""
         c = self.comparison
-        if c.method == "confidence_sequence":
+        if c.method == "confidence_sequence" or self.verdict is Verdict.STOPPED:
             return None
         if self.verdict is Verdict.FAIL:
             return self.p_fail_adjusted
@@ -134,6 +137,10 @@ class TaskVerdict:
 
     def to_dict(self) -> dict[str, object]:
         c = self.comparison
+        if self.verdict is Verdict.STOPPED:
+            # Not judged: an interval or p-value on the items scored before the
+            # candidate failed elsewhere holds at no stated level; leave them out.
+            c = replace(c, ci_low=math.nan, ci_high=math.nan, p_fail=math.nan, p_pass=math.nan, detectable=math.nan)
         return {
             "task": self.task, "metric": self.metric, "higher_is_better": self.higher_is_better,
             "aggregation": self.aggregation.value,
@@ -142,7 +149,8 @@ class TaskVerdict:
             "ci_level": c.ci_level, "method": c.method,
             "p_value": _num(self.p_value), "p_any_difference": _num(c.p_any_difference),
             "p_fail": _num(c.p_fail),
-            "p_fail_adjusted": _num(self.p_fail_adjusted), "p_pass": _num(c.p_pass),
+            "p_fail_adjusted": _num(math.nan if self.verdict is Verdict.STOPPED else self.p_fail_adjusted),
+            "p_pass": _num(c.p_pass),
             "n": self.sequential.n_total if self.sequential is not None else c.n,
             "n_used": c.n_used,
             "kind": self.kind, "margin": _num(self.margin), "threshold": _num(c.threshold),
@@ -180,10 +188,15 @@ class TierVerdict:
 
     @property
     def worst_task(self) -> str | None:
-        """The task with the lowest improvement relative to its threshold."""
-        scored = [t for t in self.tasks if math.isfinite(t.improvement - t.threshold)]
+        """The task that decided the tier: among the tasks whose verdict is the
+        tier's (a FAIL tier: its failing tasks), the one with the lowest
+        improvement relative to its threshold. A STOPPED task was never judged,
+        so it decides a tier only when every task of the tier stopped."""
+        judged = [t for t in self.tasks if t.verdict is not Verdict.STOPPED] or list(self.tasks)
+        deciding = [t for t in judged if t.verdict is self.verdict] or judged
+        scored = [t for t in deciding if math.isfinite(t.improvement - t.threshold)]
         if not scored:
-            return self.tasks[0].task if self.tasks else None
+            return deciding[0].task if deciding else None
         return min(scored, key=lambda t: t.improvement - t.threshold).task
 
     def to_dict(self) -> dict[str, object]:

@@ -130,9 +130,12 @@ def test_fail_fast_stops_the_other_tasks_and_they_do_not_count_as_warnings() -> 
     assert outcomes["trivia"].n_used == outcomes["capitals"].n_used < 1000
     v = judge("c", plans, base, recs, policies, outcomes)
     trivia = next(t for t in v.tiers[0].tasks if t.task == "trivia")  # type: ignore[attr-defined]
-    assert trivia.verdict is Verdict.INCONCLUSIVE and "stopped_candidate_failed" in trivia.flags
+    assert trivia.verdict is Verdict.STOPPED and "stopped_candidate_failed" in trivia.flags
+    shown = trivia.to_dict()  # not judged: no interval or p-value at a level it never had
+    assert shown["verdict"] == "STOPPED" and shown["ci_low"] is None and shown["p_value"] is None
     assert trivia.advice is not None and "fail_fast" in trivia.advice.message
     assert v.verdict is Verdict.FAIL and v.warnings == ()  # type: ignore[attr-defined]
+    assert v.tiers[0].worst_task == "capitals"  # type: ignore[attr-defined]  # the task that decided, not the stopped one
     assert "capitals" in v.reason and "more failing" not in v.reason  # type: ignore[attr-defined]
 
     # without fail_fast the undecided task is scored to its last item

@@ -40,7 +40,7 @@ def test_fail_is_a_failure_with_the_numbers() -> None:
     assert outcome(case) == "failure"
     assert case.result[0].type == "FAIL"
     assert case.result[0].message == (
-        "FAIL: word_perplexity delta +13.50 [+11.90, +15.20] (90%), policy drop ≤ 0.910")
+        "FAIL: word_perplexity delta +74.2% [+65.4%, +83.5%] (90%), policy rise ≤ 5.0%")
 
 
 def test_inconclusive_follows_the_task_policy() -> None:

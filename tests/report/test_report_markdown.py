@@ -32,10 +32,10 @@ def table_rows(md: str, header: str) -> list[list[str]]:
 def test_verdict_table_has_a_row_per_candidate_and_tier() -> None:
     md = render_summary(fixture())
     assert md.startswith("## gate: release ❌ FAIL\n")
-    rows = table_rows(md, "| candidate | tier | worst task | delta | verdict |")
+    rows = table_rows(md, "| candidate | tier | deciding task | delta | verdict |")
     assert len(rows) == 9
     assert rows[4] == ["overfit", "related", "toy\\_country\\_facts", "-21.0 pts", "❌ FAIL"]
-    assert rows[8] == ["small-sample", "general", "toy\\_wikitext", "+0.700", "✅ PASS"]
+    assert rows[8] == ["small-sample", "general", "toy\\_wikitext", "+3.8%", "✅ PASS"]
 
 
 def test_tasks_that_did_not_pass_are_listed_with_advice() -> None:
@@ -65,3 +65,25 @@ def test_passing_run_lists_no_failing_tasks() -> None:
 ])
 def test_md_escape(text: str, escaped: str) -> None:
     assert md_escape(text) == escaped
+
+
+def test_stopped_tasks_are_not_judged_and_never_decide_a_tier() -> None:
+    """A task fail_fast stopped is STOPPED everywhere, shows no interval, and the
+    tier's row names the task that failed it (issue 18: not the stopped one)."""
+    import copy
+
+    results = copy.deepcopy(fixture())
+    overfit = next(c for c in results["candidates"] if c["name"] == "overfit")
+    general = next(t for t in overfit["tiers"] if t["tier"] == "general")
+    failing = next(t for t in general["tasks"] if t["verdict"] == "FAIL")
+    stopped = next(t for t in general["tasks"] if t is not failing)
+    stopped.update(verdict="STOPPED", delta=-0.59, ci_low=None, ci_high=None, p_value=None,
+                   flags=["stopped_candidate_failed"])
+    general["worst_task"] = failing["task"]
+    md = render_summary(results)
+    row = next(r for r in table_rows(md, "| candidate | tier | deciding task | delta | verdict |")
+               if r[0] == "overfit" and r[1] == "general")
+    assert row[2] == md_escape(failing["task"])
+    listed = next(r for r in table_rows(md, "| candidate | tier | task | delta | interval | policy | verdict | advice |")
+                  if r[2] == md_escape(stopped["task"]))
+    assert listed[4] == "not judged" and "STOPPED" in listed[6]
