@@ -15,7 +15,8 @@ import yaml
 from rich.console import Console
 
 from gate.cli.common import handle_errors
-from gate.cli.summary import print_summary
+from gate.cli.summary import print_verdict, run_quietly
+from gate.cli.terminal import verbosity_options
 
 
 def _thresholds(repo_root: Path) -> Path:
@@ -60,28 +61,32 @@ def _has_wandb() -> bool:
 @click.option("--out", default="gate-out/demo", show_default=True, type=click.Path(path_type=Path),
               help="Where results.json, report.html, junit.xml and summary.md go.")
 @click.option("--engine", type=click.Choice(["vllm", "hf"]), default="vllm", show_default=True)
+@verbosity_options
 @handle_errors
-def demo_cmd(out: Path, engine: str) -> None:
+def demo_cmd(out: Path, engine: str, verbose: bool, quiet_flag: bool) -> None:
     """Build the toy world and gate its candidates (careful, overfit, full, qlora)."""
     from gate import toy
+    from gate.cli.terminal import StageLine, quiet, terminal_console
     from gate.config.load import load_setup
-    from gate.pipeline import run
 
-    console = Console(stderr=True)
-    console.print("[bold]gate demo[/]: building (or reusing) the toy world")
-    world = toy.build()
     out = out.resolve()
+    console = Console(stderr=True)
+    if not quiet_flag:
+        console.print("[bold]gate demo[/]: building (or reusing) the toy world")
+    term = terminal_console()  # before the streams go to the log
+    with quiet(out / "logs" / "gate.log", enabled=not verbose), StageLine(term, show=not quiet_flag) as stage:
+        world = toy.build(say=stage)
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "gate.yaml"
     data = demo_config(world, out, engine, Path.cwd())
     config_file.write_text("# Written by `gate demo`; rerun with: gate run --config " + str(config_file) + "\n"
                            + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     setup = load_setup(config_file)
-    result = run(setup, progress=lambda msg: console.print(f"[dim]gate:[/] {msg}"))
-    print_summary(result.results, Console())
+    result = run_quietly(setup, verbose=verbose, quiet_flag=quiet_flag)
+    print_verdict(result, quiet_flag=quiet_flag)
+    if quiet_flag:
+        return
     click.echo("")
     click.echo(f"run config: {config_file}")
-    for name, path in result.files.items():
-        click.echo(f"{name}: {path}")
     click.echo(f"`gate run --config {config_file}` exits {result.exit_code} for this release "
                "(0 pass, 1 fail); the demo itself exits 0 because it ran to the end.")

@@ -11,6 +11,7 @@ from gate import __version__
 # name -> "module:attribute": one module per command, registered on one group.
 # Heavy libraries (torch, lm-eval, vllm) are imported inside the commands only.
 COMMANDS = {
+    "init": "gate.cli.init:init_cmd",
     "validate": "gate.cli.validate:validate_cmd",
     "toy": "gate.cli.toy:toy",
     "baseline": "gate.cli.baseline:baseline",

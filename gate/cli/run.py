@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from gate.cli.common import config_options, handle_errors, overrides_from
-from gate.cli.summary import print_summary
+from gate.cli.summary import print_verdict, run_quietly
+from gate.cli.terminal import verbosity_options
 
 
 @click.command("run")
@@ -21,24 +21,22 @@ from gate.cli.summary import print_summary
 @click.option("--wandb-project", help="Log the verdict to this W&B project.")
 @click.option("--wandb-entity", help="W&B entity (team or user).")
 @click.option("--wandb-run-id", help="Attach to this W&B run (e.g. the fine-tuning run) instead of creating one.")
+@verbosity_options
 @handle_errors
 def run_cmd(config: Path | None, require_baseline: bool | None, store: str | None, wandb_project: str | None,
-            wandb_entity: str | None, wandb_run_id: str | None, **kwargs: Any) -> None:
+            wandb_entity: str | None, wandb_run_id: str | None, verbose: bool, quiet_flag: bool,
+            **kwargs: Any) -> None:
     """Serve base and candidates, run the suite, compare, write the verdict.
 
     Exit codes: 0 the release passes, 1 it fails, 2 bad input, 3 infrastructure.
     """
     from gate.config.load import load_setup
-    from gate.pipeline import run
 
     overrides = overrides_from(kwargs)
     overrides.require_baseline = require_baseline
     overrides.store = store
     overrides.wandb_project, overrides.wandb_entity, overrides.wandb_run_id = wandb_project, wandb_entity, wandb_run_id
     setup = load_setup(config, overrides)
-    console = Console(stderr=True)
-    result = run(setup, progress=lambda msg: console.print(f"[dim]gate:[/] {msg}"))
-    print_summary(result.results, Console())
-    for name, path in result.files.items():
-        click.echo(f"{name}: {path}")
+    result = run_quietly(setup, verbose=verbose, quiet_flag=quiet_flag)
+    print_verdict(result, quiet_flag=quiet_flag)
     sys.exit(result.exit_code)

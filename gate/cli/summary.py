@@ -7,13 +7,19 @@ the policy in words in the delta's units.
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from gate.report import format as fmt
+
+if TYPE_CHECKING:
+    from gate.config.load import GateSetup
+    from gate.pipeline import GateResult
 
 STYLE = {"PASS": "bold green", "FAIL": "bold red", "INCONCLUSIVE": "bold yellow", "STOPPED": "dim"}
 
@@ -39,3 +45,30 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
         console.print(f"  {escape(cand['reason'])}")
     rel = results["release"]
     console.print(f"\nrelease: [{STYLE.get(rel['verdict'], '')}]{escape(fmt.label(rel))}[/] - {escape(rel['reason'])}")
+
+
+def run_quietly(setup: GateSetup, *, verbose: bool = False, quiet_flag: bool = False) -> GateResult:
+    """`gate.run` with the terminal a person wants: the gate's stages on one
+    live line (plain lines in CI), the libraries' output in out/logs/gate.log
+    unless `verbose`, nothing but the verdict when `quiet_flag`."""
+    from gate.cli.terminal import StageLine, quiet, terminal_console
+    from gate.pipeline import run
+
+    log_file = Path(setup.config.out) / "logs" / "gate.log"
+    term = terminal_console()  # before the streams go to the log
+    with quiet(log_file, enabled=not verbose), StageLine(term, show=not quiet_flag) as stage:
+        result = run(setup, progress=stage)
+    if not verbose and not quiet_flag:
+        click.echo(f"log: {log_file} (lm-eval, datasets and transformers output)", err=True)
+    return result
+
+
+def print_verdict(result: GateResult, *, quiet_flag: bool = False) -> None:
+    """The tables and the files written; with `quiet_flag`, the release line only."""
+    if quiet_flag:
+        rel = result.results["release"]
+        click.echo(f"release: {fmt.label(rel)} - {rel['reason']}")
+        return
+    print_summary(result.results, Console())
+    for name, path in result.files.items():
+        click.echo(f"{name}: {path}")

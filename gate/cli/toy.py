@@ -21,9 +21,11 @@ def toy() -> None:
 @handle_errors
 def build_command(out: Path | None, force: bool) -> None:
     """Train the toy base and its four candidates (about two minutes on two cores)."""
+    from gate.cli.terminal import StageLine, terminal_console
     from gate.toy import build
 
-    world = build(out, force=force)
+    with StageLine(terminal_console()) as stage:
+        world = build(out, force=force, say=stage)
     click.echo(f"toy world: {world.root}")
     click.echo(f"  base:  {world.base}")
     for name, path in world.candidates.items():

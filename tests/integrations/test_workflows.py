@@ -15,13 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 BIN = Path(sys.executable).parent
 FILES = sorted(WORKFLOWS.glob("*.yml"))
+#: the caller workflow `gate init` writes into a user's repository
+INIT_TEMPLATE = ROOT / "gate" / "cli" / "templates" / "release-gate.yml"
 
 
 def test_both_workflows_exist() -> None:
     assert [p.name for p in FILES] == ["ci.yml", "release-gate.yml"]
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*FILES, INIT_TEMPLATE], ids=lambda p: p.parent.name + "/" + p.name)
 def test_workflow_fits_githubs_schema(path: Path) -> None:
     done = subprocess.run(
         [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)],
@@ -29,10 +31,11 @@ def test_workflow_fits_githubs_schema(path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_zizmor_finds_nothing_even_pedantic() -> None:
+@pytest.mark.parametrize("path", [WORKFLOWS, INIT_TEMPLATE], ids=["workflows", "init-template"])
+def test_zizmor_finds_nothing_even_pedantic(path: Path) -> None:
     done = subprocess.run(
         [str(BIN / "zizmor"), "--offline", "--persona", "pedantic", "--no-progress",
-         str(WORKFLOWS)], capture_output=True, text=True, timeout=120)
+         str(path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "No findings" in done.stdout
 

@@ -1,0 +1,151 @@
+"""What a person sees while the gate runs: its own stages, not its libraries' chatter.
+
+lm-eval, datasets, transformers, bitsandbytes and tqdm write to the process's
+stdout and stderr (prints, logging handlers bound to the streams, progress
+bars, C-level writes). `quiet(log_file)` sends all of that to
+`out/logs/gate.log` for the duration of a run: at the file-descriptor level
+where the streams are real files (a terminal, a CI log), and by swapping
+`sys.stdout`/`sys.stderr` where they are not (click's test runner). The
+gate's own lines go to a console bound to the terminal as it was before.
+The vLLM server and the parity probe's reference already log to files of
+their own in `out/logs/`.
+
+`-v/--verbose` leaves the libraries' output on the terminal; `-q/--quiet`
+prints only the verdict. Any error still reaches the user: a GateError is
+printed by the CLI after the streams are restored, with one line naming the
+log that holds the libraries' side of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import click
+from rich.console import Console
+
+from gate.errors import GateError, InfraError
+
+Say = Callable[[str], None]
+
+#: On a terminal, the latest stage is shown on one live status line; in a CI
+#: log (not a terminal) each stage is one plain line, at most one every
+#: PLAIN_EVERY_S seconds for the frequent ones (rounds).
+PLAIN_EVERY_S = 5.0
+
+
+def verbosity_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """-v/--verbose and -q/--quiet, shared by the commands that run the gate."""
+    func = click.option("-q", "--quiet", "quiet_flag", is_flag=True,
+                        help="Print only the verdict (libraries' output goes to out/logs/gate.log).")(func)
+    return click.option("-v", "--verbose", is_flag=True,
+                        help="Show the libraries' own output (lm-eval, datasets, transformers) on the terminal.")(func)
+
+
+def _fd(stream: IO[str]) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
+        return None
+
+
+def terminal_console() -> Console:
+    """A console on the terminal's stderr that keeps writing there while the
+    process's own stderr is redirected to the log (a duplicate of its descriptor).
+    Create it before entering `quiet`."""
+    fd = _fd(sys.stderr)
+    if fd is None:
+        return Console(file=sys.stderr)
+    term = Console(file=sys.stderr)  # ask before duplicating: a dup'ed file is no terminal to rich
+    stream = os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace")
+    return Console(file=stream, force_terminal=term.is_terminal, width=term.width if term.is_terminal else None)
+
+
+@contextlib.contextmanager
+def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
+    """Libraries' output (stdout, stderr, logging, progress bars) goes to `log_file`.
+
+    An unexpected exception (not a GateError) is written to the log with its
+    traceback and raised again as an InfraError (exit 3) naming the log."""
+    if not enabled:
+        yield
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    saved_env = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # progress bars say nothing a log reader needs
+    log = log_file.open("a", encoding="utf-8", buffering=1)
+    log.write(f"\n===== gate {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
+    saved_streams = sys.stdout, sys.stderr
+    saved_fds: list[tuple[int, int]] = []
+    try:
+        for stream in saved_streams:
+            fd = _fd(stream)
+            if fd is not None and fd not in (f for f, _ in saved_fds):
+                stream.flush()
+                saved_fds.append((fd, os.dup(fd)))
+                os.dup2(log.fileno(), fd)
+        sys.stdout = sys.stderr = log
+        try:
+            yield
+        except (GateError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            traceback.print_exc(file=log)
+            raise InfraError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
+                             fix=f"the traceback and the libraries' output are in {log_file}") from exc
+    finally:
+        log.flush()
+        sys.stdout, sys.stderr = saved_streams
+        for fd, copy in saved_fds:
+            os.dup2(copy, fd)
+            os.close(copy)
+        log.close()
+        if saved_env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = saved_env
+
+
+class StageLine:
+    """The gate's progress lines: printed above one live status line on a
+    terminal; plain lines in a log, the frequent ones at most every few seconds."""
+
+    FREQUENT = (": round ",)
+
+    def __init__(self, console: Console, *, show: bool = True) -> None:
+        self.console, self.show = console, show
+        self.started = time.monotonic()
+        self._last_plain = 0.0
+        self._status: Any = None
+
+    def __enter__(self) -> StageLine:
+        if self.show and self.console.is_terminal:
+            self._status = self.console.status("gate: starting", spinner="dots")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)
+
+    def __call__(self, message: str) -> None:
+        if not self.show:
+            return
+        elapsed = time.monotonic() - self.started
+        stamp = f"{int(elapsed // 60):d}:{int(elapsed % 60):02d}"
+        frequent = any(marker in message for marker in self.FREQUENT)
+        if self._status is not None:
+            self._status.update(f"gate [{stamp}]: {message}")
+            if frequent:
+                return
+        elif frequent and time.monotonic() - self._last_plain < PLAIN_EVERY_S:
+            return
+        self._last_plain = time.monotonic()
+        self.console.print(f"[dim]gate {stamp}:[/] {message}", highlight=False)

@@ -1,0 +1,88 @@
+"""What a person sees (issue 18): the gate's stages and verdict on the terminal,
+the libraries' chatter (lm-eval, datasets, tqdm) in out/logs/gate.log.
+
+The CLI runs as a real child process, so its stdout and stderr are real file
+descriptors, as on a terminal or in a CI log.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from fakeworld import fake_adapter_dir, fake_model_dir
+
+pytestmark = pytest.mark.heavy
+
+REPO = Path(__file__).resolve().parents[2]
+SUITE = REPO / "tests" / "fixtures" / "fakesuite"
+#: lines the libraries print that must not reach the terminal
+LIBRARY_LINES = ("Custom kwargs can be passed", "Generating test split", "it/s]", "Checking cached requests",
+                 "Building contexts", "Requesting API")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("terminal")
+    shutil.copytree(SUITE, tmp / "suite")
+    fake_model_dir(tmp / "base", b"base-weights")
+    fake_adapter_dir(tmp / "good", b"good")
+    (tmp / "gate.yaml").write_text(yaml.safe_dump({
+        "base": {"path": "base"}, "candidates": [{"name": "good", "adapter": "good"}],
+        "suite": "suite/suite.yaml", "thresholds": str(REPO / "thresholds.yaml"), "engine": {"kind": "fake"},
+        "baseline": {"store": "store"}, "cache_dir": "cache", "out": "out",
+    }), encoding="utf-8")
+    return tmp / "gate.yaml"
+
+
+def _gate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from gate.cli.main import cli; cli()", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_quiet_by_default_libraries_in_the_log(config: Path) -> None:
+    done = _gate("run", "--config", str(config), cwd=config.parent)
+    shown = done.stdout + done.stderr
+    assert done.returncode in (0, 1), shown
+    for line in LIBRARY_LINES:
+        assert line not in shown, line
+    assert "planned 3 task(s) of suite" in done.stderr          # the gate's stages
+    assert "evaluating base" in done.stderr
+    assert "release:" in done.stdout and "results: " in done.stdout
+    log = (config.parent / "out" / "logs" / "gate.log").read_text(encoding="utf-8")
+    assert "Generating test split" in log                          # the libraries' lines are kept, in the log
+    assert f"log: {config.parent / 'out' / 'logs' / 'gate.log'}" in done.stderr
+
+
+def test_dash_q_prints_only_the_verdict(config: Path) -> None:
+    done = _gate("run", "--config", str(config), "-q", cwd=config.parent)
+    assert done.returncode in (0, 1), done.stderr
+    assert done.stderr == ""
+    assert done.stdout.startswith("release: ") and done.stdout.count("\n") == 1
+
+
+def test_dash_v_brings_the_libraries_back(config: Path) -> None:
+    shutil.rmtree(config.parent / "cache", ignore_errors=True)  # score again, so lm-eval runs
+    done = _gate("run", "--config", str(config), "-v", cwd=config.parent)
+    assert done.returncode in (0, 1), done.stderr
+    assert "it/s]" in done.stderr  # lm-eval's progress bars
+
+
+def test_an_unexpected_library_error_is_one_line_naming_the_log(tmp_path: Path) -> None:
+    """A crash inside a library: exit 3, one message naming the log; the traceback is in the log."""
+    from gate.cli.terminal import quiet
+    from gate.errors import InfraError
+
+    log = tmp_path / "logs" / "gate.log"
+    with pytest.raises(InfraError) as err, quiet(log):
+        print("chatter from a library")
+        raise ValueError("tensor shapes do not match\nmore detail")
+    assert err.value.exit_code == 3
+    text = err.value.render()
+    assert "ValueError: tensor shapes do not match" in text and str(log) in text and "\n" not in text
+    written = log.read_text(encoding="utf-8")
+    assert "chatter from a library" in written and "Traceback" in written
