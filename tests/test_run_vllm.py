@@ -61,6 +61,19 @@ def test_verdicts_on_the_toy_world(first_run) -> None:  # type: ignore[no-untype
     assert "qlora" in v
 
 
+def test_the_terminal_shows_the_gate_not_its_libraries(first_run) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18: lm-eval's and datasets' lines go to out/logs/gate.log, the gate's stages
+    and the verdict to the terminal."""
+    config, res, _ = first_run
+    for line in ("Custom kwargs can be passed", "Generating test split", "it/s]", "Requesting API"):
+        assert line not in res.output, line
+    assert "evaluating base" in res.output and "serving base, careful, overfit, qlora (vllm)" in res.output
+    assert "release: FAIL" in res.output
+    log = (config.parent / "out" / "logs" / "gate.log").read_text(encoding="utf-8")
+    assert "Custom kwargs can be passed" in log
+    assert any(p.name.startswith("vllm-") for p in (config.parent / "out" / "logs").iterdir())
+
+
 def test_served_logprobs_match_the_hf_reference(first_run) -> None:  # type: ignore[no-untyped-def]
     _, _, results = first_run
     parity = [p for p in results["probes"] if p["name"] == "engine_parity"]
