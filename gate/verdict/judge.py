@@ -416,7 +416,8 @@ def judge_release(candidates: Sequence[CandidateVerdict],
     failed = [by_name[n] for n in names if by_name[n].verdict is not Verdict.PASS]
     if failed:
         first = failed[0]
-        more = f" ({len(failed) - 1} more failing)" if len(failed) > 1 else ""
+        others = [c.name for c in failed[1:]]
+        more = f"; {', '.join(others)} fail{'s' if len(others) == 1 else ''} too" if others else ""
         return ReleaseVerdict(Verdict.FAIL, EXIT_FAIL, tuple(names),
                               f"{first.name} fails: {first.reason}{more}")
     n_warn = sum(len(by_name[n].warnings) for n in names)

@@ -308,6 +308,8 @@ def test_release_requires_every_candidate_by_default() -> None:
     r = judge_release([good, bad])
     assert (r.verdict, r.exit_code) == (Verdict.FAIL, EXIT_FAIL)
     assert r.reason == "overfit fails: overfit reason"
+    worse = _candidate("full", Verdict.FAIL)
+    assert judge_release([good, bad, worse]).reason == "overfit fails: overfit reason; full fails too"
     r = judge_release([good, bad], release=["careful"])
     assert (r.verdict, r.exit_code, r.candidates) == (Verdict.PASS, EXIT_PASS, ("careful",))
     assert r.to_dict() == {"verdict": "PASS", "label": "PASS", "not_shown_safe": 0,
