@@ -202,4 +202,13 @@ def arrow(task: Task) -> str:
 
 def unit_label(task: Task) -> str:
     """The unit a delta is plotted in."""
-    return "pts" if is_points(task) else str(task["metric"])
+    if is_points(task):
+        return "pts"
+    return "% of base" if is_relative(task) else str(task["metric"])
+
+
+def plot_scale(task: Task) -> float:
+    """What a delta is multiplied by to be plotted in `unit_label`'s units."""
+    if is_points(task):
+        return 100.0
+    return 100.0 / task["base_score"] if is_relative(task) else 1.0

@@ -40,7 +40,7 @@ _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
 
 def _oriented(task: dict[str, Any]) -> tuple[float | None, float | None, float | None, float]:
     """(improvement, low, high, threshold) in display units, right = better."""
-    scale = 100.0 if fmt.is_points(task) else 1.0
+    scale = fmt.plot_scale(task)
     sign = 1.0 if task["higher_is_better"] else -1.0
     delta, low, high = task["delta"], task["ci_low"], task["ci_high"]
     point = None if delta is None else sign * delta * scale
