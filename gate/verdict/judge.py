@@ -39,7 +39,7 @@ INCONCLUSIVE).
 Release: the named candidates (all of them when none are named) must PASS;
 exit code 0 when they do, 1 when not (gate.errors).
 
-Advice (INCONCLUSIVE): `gate.verdict.stats.items_needed` at 80% power, sized for a
+Advice (INCONCLUSIVE): `gate.verdict.power.items_needed` at 80% power, sized for a
 design effect one margin away from the threshold (a true drop of twice the
 margin for a drop policy, a true gain of twice the margin for a gain policy),
 at level alpha/k with k the tier's task count. With a zero margin the
@@ -76,6 +76,7 @@ from gate.verdict.model import (
     _worst,
     verdict_label,
 )
+from gate.verdict.power import items_needed
 from gate.verdict.sequential import SequentialOutcome
 from gate.verdict.stats import (
     MIN_CHANGED_CLUSTERS,
@@ -84,7 +85,6 @@ from gate.verdict.stats import (
     Comparison,
     compare_many,
     holm,
-    items_needed,
 )
 
 #: flipped items listed per task at most

@@ -106,6 +106,7 @@ from scipy import stats as sps
 
 from gate.errors import IncompleteEvaluation, PairingError
 from gate.evaluate.records import Aggregation, FloatArray, TaskRecords
+from gate.verdict.power import detectable_improvement
 
 #: level of the Clopper-Pearson bound on the discordance rate (Berger-Boos);
 #: it is added to every exact p-value, so it is also the smallest one
@@ -119,8 +120,6 @@ EXACT_GRID = 40
 MIN_CHANGED_CLUSTERS = 20
 #: a paired_t task needs at least this many items whose scores differ
 MIN_CHANGED_ITEMS = 50
-#: planning power of `items_needed` and `detectable_improvement`
-POWER = 0.8
 #: doc ids listed per task in messages about non-finite items
 MAX_LISTED = 10
 
@@ -658,48 +657,6 @@ def compare_unpaired(base: TaskRecords, candidate: TaskRecords, threshold: float
     sigma = se * math.sqrt(n) if n > 0 else None
     return Comparison(score_b, score_c, delta, improvement, threshold, ci_low, ci_high,
                       1.0 - 2.0 * alpha, "unpaired_stderr", None, p_fail, p_pass, n, n, sigma)
-
-
-# ------------------------------------------------------------- planning
-
-def _z_plan(alpha: float, k: int) -> float:
-    return float(sps.norm.ppf(1.0 - alpha / max(k, 1)) + sps.norm.ppf(POWER))
-
-
-def items_needed(sigma: float, distance: float, *, alpha: float, k: int = 1,
-                 power: float = POWER) -> int | None:
-    """Items for a one-sided level alpha/k test to reach `power` at `distance`.
-
-    None when it cannot be computed (no per-item variation, zero distance).
-    """
-    if not (math.isfinite(sigma) and math.isfinite(distance)) or sigma <= 0 or distance <= 0:
-        return None
-    z = float(sps.norm.ppf(1.0 - alpha / max(k, 1)) + sps.norm.ppf(power))
-    return max(1, math.ceil((z * sigma / distance) ** 2))
-
-
-def detectable_improvement(threshold: float, spread: float, n: int, *, alpha: float,
-                           k: int = 1, binary: bool = False) -> float | None:
-    """The true improvement this run would have FAILed with 80% power (normal
-    approximation): threshold - (z_{1-alpha/k} + z_0.8) sigma / sqrt(n).
-
-    For a binary metric `spread` is the observed discordance rate, and sigma
-    at a true improvement d is sqrt(max(disc, |d|) - d^2) (a drop of |d| needs
-    at least |d| of the items to flip), solved by a few fixed-point steps.
-    """
-    if n < 1 or not math.isfinite(threshold) or not math.isfinite(spread):
-        return None
-    z = _z_plan(alpha, k)
-    if not binary:
-        return threshold - z * spread / math.sqrt(n) if spread > 0 else None
-    d = threshold
-    for _ in range(50):
-        sigma = math.sqrt(max(max(spread, abs(d)) - d * d, 0.0))
-        d_next = max(-1.0, threshold - z * sigma / math.sqrt(n))
-        if abs(d_next - d) < 1e-12:
-            break
-        d = d_next
-    return d
 
 
 # ------------------------------------------------------------- internals

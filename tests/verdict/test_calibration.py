@@ -44,12 +44,12 @@ from gate.evaluate.plan import TaskPlan
 from gate.evaluate.records import Aggregation, ItemKey, TaskRecords, select_items
 from gate.evaluate.rounds import pooled_ids, score_in_rounds
 from gate.verdict.judge import Verdict, judge_candidate, judge_release, judge_task
+from gate.verdict.power import items_needed
 from gate.verdict.stats import (
     MIN_CHANGED_CLUSTERS,
     MIN_CHANGED_ITEMS,
     binary_pvalues,
     changed_items,
-    items_needed,
     ratio_pvalues,
 )
 

@@ -10,7 +10,7 @@ from scipy import stats as sps
 
 from gate.errors import IncompleteEvaluation, PairingError
 from gate.evaluate.records import Aggregation, ItemKey, TaskRecords
-from gate.verdict import stats
+from gate.verdict import power, stats
 
 
 def keys(n: int) -> list[ItemKey]:
@@ -66,12 +66,12 @@ def test_mcnemar_without_discordant_pairs_is_one() -> None:
 
 def test_items_needed_hand_worked() -> None:
     # (z_.95 + z_.8) * sigma / distance = (1.6448536 + 0.8416212) * 0.4 / 0.02 = 49.7295
-    assert stats.items_needed(0.4, 0.02, alpha=0.05) == 2474
+    assert power.items_needed(0.4, 0.02, alpha=0.05) == 2474
     # Bonferroni over 4 tasks: z_{1 - .0125} = 2.2414
-    assert stats.items_needed(0.4, 0.02, alpha=0.05, k=4) == math.ceil(
+    assert power.items_needed(0.4, 0.02, alpha=0.05, k=4) == math.ceil(
         ((2.241403 + 0.8416212) * 20) ** 2)
-    assert stats.items_needed(0.0, 0.02, alpha=0.05) is None
-    assert stats.items_needed(0.4, 0.0, alpha=0.05) is None
+    assert power.items_needed(0.0, 0.02, alpha=0.05) is None
+    assert power.items_needed(0.4, 0.0, alpha=0.05) is None
 
 
 def brute_force_exact(won: int, lost: int, n: int, t: float) -> tuple[float, float]:
