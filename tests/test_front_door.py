@@ -12,28 +12,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from fakeworld import fake_adapter_dir, fake_model_dir
+from fakeworld import fake_adapter_dir, fake_gate_config
 
 import gate
 
 pytestmark = pytest.mark.heavy
 
 REPO = Path(__file__).resolve().parents[1]
-SUITE = REPO / "tests" / "fixtures" / "fakesuite"
 LMEVAL = REPO / "tests" / "fixtures" / "lmeval"
 
 
 def _world(tmp: Path) -> Path:
-    shutil.copytree(SUITE, tmp / "suite")
-    fake_model_dir(tmp / "base", b"base-weights")
-    fake_adapter_dir(tmp / "good", b"good")
-    (tmp / "gate.yaml").write_text(yaml.safe_dump({
-        "base": {"path": "base"}, "candidates": [{"name": "good", "adapter": "good"}],
-        "suite": "suite/suite.yaml", "thresholds": str(REPO / "thresholds.yaml"), "engine": {"kind": "fake"},
-        "baseline": {"store": "store"}, "cache_dir": "cache", "out": "out",
-    }), encoding="utf-8")
-    return tmp / "gate.yaml"
+    return fake_gate_config(tmp)
 
 
 def test_all_names_exist() -> None:

@@ -77,10 +77,16 @@ def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = log_file.open("a", encoding="utf-8", buffering=1)
+    except OSError:
+        # The output folder cannot be written: validation reports that (exit 2),
+        # with nothing to hide the libraries' output in until then.
+        yield
+        return
     saved_env = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"  # progress bars say nothing a log reader needs
-    log = log_file.open("a", encoding="utf-8", buffering=1)
     log.write(f"\n===== gate {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
     saved_streams = sys.stdout, sys.stderr
     saved_fds: list[tuple[int, int]] = []

@@ -117,15 +117,18 @@ def interval(task: Task) -> str:
     return f"[{_plain(low, signed=True)}, {_plain(high, signed=True)}] ({at})"
 
 
+def size_of(task: Task, size: float, *, points: str) -> str:
+    """An unsigned amount in the units the task's deltas are shown in."""
+    if is_points(task):
+        return f"{size * 100:.1f} {points}"
+    if is_relative(task):
+        return change(size / task["base_score"], signed=False)
+    return _plain(size, signed=False)
+
+
 def margin(task: Task) -> str:
     """The policy in words: "drop ≤ 5.0 pts" or "gain ≥ 5.0 pts"."""
-    size = task["margin"]
-    if is_points(task):
-        shown = f"{size * 100:.1f} pts"
-    elif is_relative(task):
-        shown = change(size / task["base_score"], signed=False)
-    else:
-        shown = _plain(size, signed=False)
+    shown = size_of(task, task["margin"], points="pts")
     if task["kind"] == "gain":
         return f"gain ≥ {shown}"
     worse = "drop" if task["higher_is_better"] else "rise"
@@ -144,13 +147,7 @@ def detectable(task: Task) -> str:
     d = task.get("detectable")
     if d is None or task["verdict"] == "FAIL" or d != d:
         return ""
-    size = abs(d) if task["kind"] == "drop" else d
-    if is_points(task):
-        shown = f"{size * 100:.1f} points"
-    elif is_relative(task):
-        shown = change(size / task["base_score"], signed=False)
-    else:
-        shown = _plain(size, signed=False)
+    shown = size_of(task, abs(d) if task["kind"] == "drop" else d, points="points")
     if task["kind"] == "drop":
         word = "drop" if task["higher_is_better"] else "worsening"
         return f"this run could detect a {word} of {shown} or more (80% power)"

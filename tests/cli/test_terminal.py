@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from fakeworld import fake_adapter_dir, fake_model_dir
+from fakeworld import fake_gate_config
 
 pytestmark = pytest.mark.heavy
 
@@ -27,16 +26,7 @@ LIBRARY_LINES = ("Custom kwargs can be passed", "Generating test split", "it/s]"
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("terminal")
-    shutil.copytree(SUITE, tmp / "suite")
-    fake_model_dir(tmp / "base", b"base-weights")
-    fake_adapter_dir(tmp / "good", b"good")
-    (tmp / "gate.yaml").write_text(yaml.safe_dump({
-        "base": {"path": "base"}, "candidates": [{"name": "good", "adapter": "good"}],
-        "suite": "suite/suite.yaml", "thresholds": str(REPO / "thresholds.yaml"), "engine": {"kind": "fake"},
-        "baseline": {"store": "store"}, "cache_dir": "cache", "out": "out",
-    }), encoding="utf-8")
-    return tmp / "gate.yaml"
+    return fake_gate_config(tmp_path_factory.mktemp("terminal"))
 
 
 def _gate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

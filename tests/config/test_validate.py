@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from fakeworld import fake_adapter_dir, fake_model_dir
+from fakeworld import fake_gate_config
 
 from gate.cli.main import cli
 
@@ -42,15 +42,7 @@ def _five_problems(tmp: Path) -> Path:
 
 def _good_world(tmp: Path, base: str = "base") -> Path:
     """A config with nothing wrong (the fake engine; `base` a folder, or a hub id)."""
-    shutil.copytree(SUITE, tmp / "suite")
-    if base == "base":
-        fake_model_dir(tmp / "base", b"w")
-    fake_adapter_dir(tmp / "good", b"g")
-    (tmp / "gate.yaml").write_text(yaml.safe_dump({
-        "base": {"path": base}, "candidates": [{"name": "good", "adapter": "good"}],
-        "suite": "suite/suite.yaml", "thresholds": str(REPO / "thresholds.yaml"), "engine": {"kind": "fake"},
-        "out": "out", "baseline": {"store": "store"}, "cache_dir": "cache"}), encoding="utf-8")
-    return tmp / "gate.yaml"
+    return fake_gate_config(tmp, base=base)
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
