@@ -154,4 +154,4 @@ class StageLine:
         elif frequent and time.monotonic() - self._last_plain < PLAIN_EVERY_S:
             return
         self._last_plain = time.monotonic()
-        self.console.print(f"[dim]gate {stamp}:[/] {message}", highlight=False)
+        self.console.print(f"[dim]gate {stamp}:[/] {message}", highlight=False, soft_wrap=True)
