@@ -22,6 +22,7 @@ import contextlib
 import io
 import os
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from typing import IO, Any
 import click
 from rich.console import Console
 
-from gate.errors import GateError, InfraError
+from gate.errors import GateError, InfraError, InputError
 
 Say = Callable[[str], None]
 
@@ -73,10 +74,19 @@ def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
     """Libraries' output (stdout, stderr, logging, progress bars) goes to `log_file`.
 
     An unexpected exception (not a GateError) is written to the log with its
-    traceback and raised again as an InfraError (exit 3) naming the log."""
+    traceback and raised again as an InfraError (exit 3) naming the log.
+
+    A failed run (a GateError, exit 2 or 3, or Ctrl-C) leaves the output
+    folder as it was (the CLI's contract): the log is cut back to what it held
+    before and the folders made for it are removed when empty. For an
+    infrastructure failure or an interruption, this run's part of the log is
+    kept in the system's temp folder and named on stderr; for bad input
+    (exit 2) the error says all there is."""
     if not enabled:
         yield
         return
+    made = [d for d in (log_file.parent, *log_file.parent.parents) if not d.exists()]
+    before = log_file.stat().st_size if log_file.is_file() else None
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log = log_file.open("a", encoding="utf-8", buffering=1)
@@ -90,6 +100,7 @@ def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
     log.write(f"\n===== gate {time.strftime('%Y-%m-%d %H:%M:%S')} =====\n")
     saved_streams = sys.stdout, sys.stderr
     saved_fds: list[tuple[int, int]] = []
+    kept: Path | None = None
     try:
         for stream in saved_streams:
             fd = _fd(stream)
@@ -100,14 +111,19 @@ def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
         sys.stdout = sys.stderr = log
         try:
             yield
-        except (GateError, KeyboardInterrupt):
+        except (GateError, KeyboardInterrupt) as exc:
+            log.close()
+            if not isinstance(exc, InputError):
+                kept = _keep_aside(log_file, before)
+            _undo(log_file, before, made)
             raise
         except Exception as exc:
             traceback.print_exc(file=log)
             raise InfraError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
                              fix=f"the traceback and the libraries' output are in {log_file}") from exc
     finally:
-        log.flush()
+        if not log.closed:
+            log.flush()
         sys.stdout, sys.stderr = saved_streams
         for fd, copy in saved_fds:
             os.dup2(copy, fd)
@@ -117,6 +133,33 @@ def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
             os.environ.pop("TQDM_DISABLE", None)
         else:
             os.environ["TQDM_DISABLE"] = saved_env
+        if kept is not None:
+            print(f"log: the libraries' output of this run is in {kept}", file=sys.stderr)
+
+
+def _keep_aside(log_file: Path, size_before: int | None) -> Path | None:
+    """This run's part of the log, copied to the temp folder (None if that fails)."""
+    try:
+        with log_file.open("rb") as handle:
+            handle.seek(size_before or 0)
+            text = handle.read()
+        fd, name = tempfile.mkstemp(prefix="gate-", suffix=".log")
+        with os.fdopen(fd, "wb") as out:
+            out.write(text)
+        return Path(name)
+    except OSError:
+        return None
+
+
+def _undo(log_file: Path, size_before: int | None, made: list[Path]) -> None:
+    """The log as it was before this run, and no folder this run made for it."""
+    with contextlib.suppress(OSError):
+        if size_before is None:
+            log_file.unlink()
+        else:
+            os.truncate(log_file, size_before)
+        for folder in made:  # deepest first
+            folder.rmdir()
 
 
 class StageLine:

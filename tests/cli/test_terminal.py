@@ -76,3 +76,42 @@ def test_an_unexpected_library_error_is_one_line_naming_the_log(tmp_path: Path) 
     assert "ValueError: tensor shapes do not match" in text and str(log) in text and "\n" not in text
     written = log.read_text(encoding="utf-8")
     assert "chatter from a library" in written and "Traceback" in written
+
+
+def test_bad_input_leaves_no_log_behind(tmp_path: Path) -> None:
+    """Exit 2 leaves the output folder as it was: a new log and its folders go,
+    an earlier run's log is cut back to what it held."""
+    from gate.cli.terminal import quiet
+    from gate.errors import ConfigError
+
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError), quiet(out / "logs" / "gate.log"):
+        print("planning chatter")
+        raise ConfigError("unknown task", key="tiers")
+    assert not out.exists()
+
+    with quiet(out / "logs" / "gate.log"):
+        print("a good run")
+    kept = (out / "logs" / "gate.log").read_bytes()
+    with pytest.raises(ConfigError), quiet(out / "logs" / "gate.log"):
+        print("a bad one")
+        raise ConfigError("unknown task", key="tiers")
+    assert (out / "logs" / "gate.log").read_bytes() == kept
+
+
+def test_an_infrastructure_failure_keeps_its_log_aside(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit 3 also leaves the output folder as it was, but the libraries' output,
+    which explains it, is kept in the temp folder and named."""
+    from gate.cli.terminal import quiet
+    from gate.errors import EngineError
+
+    out = tmp_path / "out"
+    with pytest.raises(EngineError), quiet(out / "logs" / "gate.log"):
+        print("CUDA out of memory (from a library)")
+        raise EngineError("the engine died")
+    assert not out.exists()
+    said = capsys.readouterr().err
+    assert "log: the libraries' output of this run is in " in said
+    kept = Path(said.split(" is in ")[1].strip())
+    assert "CUDA out of memory" in kept.read_text(encoding="utf-8")
+    kept.unlink()
