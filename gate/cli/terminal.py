@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import sys
 import tempfile
@@ -101,6 +102,7 @@ def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
     saved_streams = sys.stdout, sys.stderr
     saved_fds: list[tuple[int, int]] = []
     kept: Path | None = None
+    handler_streams: list[tuple[logging.StreamHandler[Any], Any]] = []
     try:
         for stream in saved_streams:
             fd = _fd(stream)
@@ -109,6 +111,9 @@ def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
                 saved_fds.append((fd, os.dup(fd)))
                 os.dup2(log.fileno(), fd)
         sys.stdout = sys.stderr = log
+        for handler in dict.fromkeys(_console_handlers()):  # one handler may serve several loggers
+            handler_streams.append((handler, handler.stream))
+            handler.stream = log  # not setStream: it flushes the old stream, which may be gone
         try:
             yield
         except (GateError, KeyboardInterrupt) as exc:
@@ -124,6 +129,8 @@ def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
     finally:
         if not log.closed:
             log.flush()
+        for handler, stream in reversed(handler_streams):
+            handler.stream = stream
         sys.stdout, sys.stderr = saved_streams
         for fd, copy in saved_fds:
             os.dup2(copy, fd)
@@ -135,6 +142,17 @@ def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = saved_env
         if kept is not None:
             print(f"log: the libraries' output of this run is in {kept}", file=sys.stderr)
+
+
+def _console_handlers() -> list[logging.StreamHandler[Any]]:
+    """Logging handlers that write to a console stream (not to a file of their
+    own): a library's handler keeps the stream it was made with, which may be
+    the terminal whatever `sys.stderr` is now."""
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    return [h for lg in loggers for h in lg.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+            and not type(h).__module__.startswith("_pytest")]  # pytest's own capture handlers
 
 
 def _keep_aside(log_file: Path, size_before: int | None) -> Path | None:

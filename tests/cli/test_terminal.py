@@ -115,3 +115,29 @@ def test_an_infrastructure_failure_keeps_its_log_aside(tmp_path: Path, capsys: p
     kept = Path(said.split(" is in ")[1].strip())
     assert "CUDA out of memory" in kept.read_text(encoding="utf-8")
     kept.unlink()
+
+
+def test_a_library_logging_handler_bound_to_the_terminal_writes_to_the_log(tmp_path: Path) -> None:
+    """lm-eval's handler keeps the stream it was made with: quiet() points it at
+    the log for the run, and back afterwards."""
+    import io
+    import logging
+
+    from gate.cli.terminal import quiet
+
+    terminal = io.StringIO()
+    handler = logging.StreamHandler(terminal)
+    lib = logging.getLogger("some_library_under_test")
+    lib.addHandler(handler)
+    logging.getLogger("another_logger_sharing_it").addHandler(handler)
+    lib.propagate = False
+    try:
+        log = tmp_path / "logs" / "gate.log"
+        with quiet(log):
+            lib.warning("Custom kwargs can be passed (a library warning)")
+        lib.warning("after the run")
+    finally:
+        lib.removeHandler(handler)
+        logging.getLogger("another_logger_sharing_it").removeHandler(handler)
+    assert "Custom kwargs" in log.read_text(encoding="utf-8")
+    assert "Custom kwargs" not in terminal.getvalue() and "after the run" in terminal.getvalue()
