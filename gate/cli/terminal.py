@@ -112,8 +112,12 @@ def quiet(log_file: Path, *, enabled: bool = True) -> Iterator[None]:
                 os.dup2(log.fileno(), fd)
         sys.stdout = sys.stderr = log
         for handler in dict.fromkeys(_console_handlers()):  # one handler may serve several loggers
-            handler_streams.append((handler, handler.stream))
-            handler.stream = log  # not setStream: it flushes the old stream, which may be gone
+            old_stream = handler.stream
+            try:
+                handler.stream = log  # not setStream: it flushes the old stream, which may be gone
+            except AttributeError:  # logging.lastResort: it writes to sys.stderr, already the log
+                continue
+            handler_streams.append((handler, old_stream))
         try:
             yield
         except (GateError, KeyboardInterrupt) as exc:

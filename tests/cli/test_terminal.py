@@ -141,3 +141,18 @@ def test_a_library_logging_handler_bound_to_the_terminal_writes_to_the_log(tmp_p
         logging.getLogger("another_logger_sharing_it").removeHandler(handler)
     assert "Custom kwargs" in log.read_text(encoding="utf-8")
     assert "Custom kwargs" not in terminal.getvalue() and "after the run" in terminal.getvalue()
+
+
+def test_the_last_resort_handler_is_left_alone(tmp_path: Path) -> None:
+    """logging.lastResort's stream cannot be set (it is sys.stderr, already the log)."""
+    import logging
+
+    from gate.cli.terminal import quiet
+
+    logging.getLogger("yet_another_library").addHandler(logging.lastResort)  # type: ignore[arg-type]
+    try:
+        with quiet(tmp_path / "logs" / "gate.log"):
+            logging.getLogger("yet_another_library").warning("through the last resort")
+    finally:
+        logging.getLogger("yet_another_library").removeHandler(logging.lastResort)  # type: ignore[arg-type]
+    assert "through the last resort" in (tmp_path / "logs" / "gate.log").read_text(encoding="utf-8")
