@@ -70,7 +70,9 @@ def test_the_terminal_shows_the_gate_not_its_libraries(first_run) -> None:  # ty
     assert "evaluating base" in res.output and "serving base, careful, overfit, qlora (vllm)" in res.output
     assert "release: FAIL" in res.output
     log = (config.parent / "out" / "logs" / "gate.log").read_text(encoding="utf-8")
-    assert "Custom kwargs can be passed" in log
+    # what datasets and tqdm wrote during the run (lm-eval's logging warnings go to
+    # pytest's log capture in-process; tests/cli/test_terminal.py covers a real process)
+    assert "Generating test split" in log or "Requesting API" in log
     assert any(p.name.startswith("vllm-") for p in (config.parent / "out" / "logs").iterdir())
 
 
