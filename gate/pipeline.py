@@ -82,7 +82,7 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
                         [CandidateRecords(c.name, c.kind, known.records[c.name]) for c in cfg.candidates],
                         tiers={p.name: p.task.tier for p in plans}, policies=policies, family=th.family,
                         release=cfg.release)
-    results = run_results(setup, verdict, plans, engine_kind=engine.kind, engine_version=engine.version(),  # report
+    results = run_results(setup, verdict, plans, engine_kind=engine.kind, engine_version=keys.engine_version,  # report
                           base_identity=keys.base_identity, reused=evaluated[BASE_NAME] == 0,
                           fingerprints=keys.fingerprints(),
                           probes=[*probes, *chance_floors({p.name: known.records[BASE_NAME][p.name] for p in plans})],

@@ -31,7 +31,7 @@ class RunKeys:
                  policies: Mapping[str, TaskPolicy]) -> None:
         cfg = setup.config
         self._cfg = cfg
-        self._engine_kind, self._engine_version = engine_kind, engine_version
+        self._engine_kind, self.engine_version = engine_kind, engine_version
         self._lm_eval_version = fp.installed_version("lm_eval", "lm-eval")
         self._sequential = setup.thresholds.sequential.enabled
         self.base_identity = fp.model_identity(cfg.base.path, cfg.base.revision)
@@ -59,7 +59,7 @@ class RunKeys:
             items = fp.sha256_text(f"{items}|rounds:{self.rounds_digest}")
         spec = plan.task.spec
         return fp.BaselineKey(
-            model=identity, dtype=cfg.base.dtype, engine=self._engine_kind, engine_version=self._engine_version,
+            model=identity, dtype=cfg.base.dtype, engine=self._engine_kind, engine_version=self.engine_version,
             lm_eval_version=self._lm_eval_version, task=plan.name,
             task_config=fp.sha256_text(plan.config_hash + "|metric=" + str(plan.metric)
                                        + (f"|cluster={spec.cluster}" if spec.cluster else "")),
