@@ -60,6 +60,7 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     from gate.serve.factory import make_engine, model_specs
     from gate.serve.probes import chance_floors
     from gate.verdict.run import CandidateRecords, judge_run
+    from gate.verdict.sweep import policies_for
 
     say = progress or (lambda _msg: None)
     cfg, th = setup.config, setup.thresholds
@@ -70,25 +71,29 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     engine = engine or make_engine(cfg)
     say(f"planned {len(plans)} task(s) of suite {setup.suite.name}")
     policies = {p.name: th.policy_for(p.task.tier, p.name) for p in plans}
-    keys = RunKeys(setup, plans, engine_kind=engine.kind, engine_version=engine.version(), policies=policies)
+    by_candidate = {c.name: policies_for(c.name, policies, setup.sweeps) for c in cfg.candidates}
+    keys = RunKeys(setup, plans, engine_kind=engine.kind, engine_version=engine.version(), policies=policies,
+                   candidate_policies=by_candidate)
     store, records_cache = open_store(cfg.baseline.store), records_cache_for(cfg.cache_dir)   # baseline
     known = lookup(store, records_cache, keys, plans, store_label=str(cfg.baseline.store),
                    require=cfg.baseline.require, rounds=th.sequential.enabled, say=say)
     evaluated, probes = score_missing(setup, engine, known, keys, specs=model_specs(cfg, checked.adapters),  # serve,
-                                      plans=plans, policies=policies,                               # evaluate
+                                      plans=plans, policies=by_candidate,                           # evaluate
                                       task_manager=checked.task_manager, store=store,
                                       records_cache=records_cache, say=say)
     verdict = judge_run(known.records[BASE_NAME],                                   # verdict
                         [CandidateRecords(c.name, c.kind, known.records[c.name]) for c in cfg.candidates],
                         tiers={p.name: p.task.tier for p in plans}, policies=policies, family=th.family,
-                        release=cfg.release)
+                        release=cfg.release, sweeps=setup.sweeps, pick=th.sweep.pick)
     results = run_results(setup, verdict, plans, engine_kind=engine.kind, engine_version=keys.engine_version,  # report
                           base_identity=keys.base_identity, reused=evaluated[BASE_NAME] == 0,
                           fingerprints=keys.fingerprints(),
                           probes=[*probes, *chance_floors({p.name: known.records[BASE_NAME][p.name] for p in plans})],
                           ).to_dict()
     files = write_outputs(results, Path(cfg.out))
-    log_verdict(results, Path(cfg.out), cfg, say)
+    unit_runs = {c.name: c.wandb_run for c in cfg.candidates if c.wandb_run}
+    unit_runs.update({s.name: s.wandb_run for s in setup.sweeps if s.wandb_run})
+    log_verdict(results, Path(cfg.out), cfg, say, unit_runs)
     return GateResult(results=results, exit_code=verdict.release.exit_code, out_dir=Path(cfg.out), files=files,
                       evaluated=evaluated)
 

@@ -28,7 +28,8 @@ class RunKeys:
     """Keys for one run: built once from the config, the plans and the engine."""
 
     def __init__(self, setup: GateSetup, plans: Sequence[TaskPlan], *, engine_kind: str, engine_version: str,
-                 policies: Mapping[str, TaskPolicy]) -> None:
+                 policies: Mapping[str, TaskPolicy],
+                 candidate_policies: Mapping[str, Mapping[str, TaskPolicy]] | None = None) -> None:
         cfg = setup.config
         self._cfg = cfg
         self._engine_kind, self.engine_version = engine_kind, engine_version
@@ -42,13 +43,22 @@ class RunKeys:
                 self.model_ids[c.name] = (self.base_identity, fp.adapter_identity(c.path))
             else:
                 self.model_ids[c.name] = (fp.model_identity(c.path), {})
-        self.rounds_digest = ""
-        self.rounds_digest = fp.sha256_text(fp.canonical_json({
-            "settings": setup.thresholds.sequential.model_dump(mode="json"), "seed": setup.thresholds.seed,
-            "family": setup.thresholds.family, "outcome_format": OUTCOME_FORMAT,
-            "policies": {name: vars(pol) for name, pol in sorted(policies.items())},
-            "base": {p.name: self.key(BASE_NAME, p).digest() for p in plans},
-        }))
+        base_keys = {p.name: self.key(BASE_NAME, p).digest() for p in plans}
+
+        def rounds_digest(pols: Mapping[str, TaskPolicy]) -> str:
+            return fp.sha256_text(fp.canonical_json({
+                "settings": setup.thresholds.sequential.model_dump(mode="json"), "seed": setup.thresholds.seed,
+                "family": setup.thresholds.family, "outcome_format": OUTCOME_FORMAT,
+                "policies": {name: vars(pol) for name, pol in sorted(pols.items())},
+                "base": base_keys,
+            }))
+
+        #: what the rounds of each candidate depend on (a sweep's checkpoints
+        #: are judged at alpha/K, so their looks differ from a lone candidate's)
+        default = rounds_digest(policies)
+        self._rounds = {c.name: rounds_digest(candidate_policies[c.name])
+                        if candidate_policies and c.name in candidate_policies else default
+                        for c in cfg.candidates}
 
     def key(self, model: str, plan: TaskPlan) -> fp.BaselineKey:
         """The key under which `model`'s records of `plan` are stored."""
@@ -56,7 +66,7 @@ class RunKeys:
         identity, adapter = self.model_ids[model]
         items = plan.fingerprint_parts["selection"]
         if model != BASE_NAME and self._sequential:
-            items = fp.sha256_text(f"{items}|rounds:{self.rounds_digest}")
+            items = fp.sha256_text(f"{items}|rounds:{self._rounds[model]}")
         spec = plan.task.spec
         return fp.BaselineKey(
             model=identity, dtype=cfg.base.dtype, engine=self._engine_kind, engine_version=self.engine_version,

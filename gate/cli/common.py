@@ -56,6 +56,9 @@ def config_options(func: F) -> F:
                      help="A LoRA/QLoRA candidate; repeatable. Replaces the config's candidates."),
         click.option("--model", "models", multiple=True, metavar="NAME=PATH",
                      help="A full fine-tune candidate; repeatable. Replaces the config's candidates."),
+        click.option("--sweep", "sweeps", multiple=True, metavar="NAME=DIR",
+                     help="A training run's folder: each checkpoint-<step>/ is gated as NAME@<step> and "
+                          "one is picked; repeatable. Replaces the config's candidates."),
         click.option("--suite", help="Suite YAML (overrides suite)."),
         click.option("--thresholds", help="Thresholds YAML (overrides thresholds)."),
         click.option("--engine", type=click.Choice(["vllm", "endpoint", "hf", "fake"]), help="Engine kind."),
@@ -73,6 +76,7 @@ def overrides_from(kwargs: dict[str, Any]) -> Overrides:
         base=kwargs.pop("base", None),
         adapters=[parse_named_path(v, "--adapter") for v in kwargs.pop("adapters", ())],
         models=[parse_named_path(v, "--model") for v in kwargs.pop("models", ())],
+        sweeps=[parse_named_path(v, "--sweep") for v in kwargs.pop("sweeps", ())],
         suite=kwargs.pop("suite", None),
         thresholds=kwargs.pop("thresholds", None),
         engine=kwargs.pop("engine", None),

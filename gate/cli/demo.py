@@ -2,7 +2,8 @@
 
 Builds (or reuses) the toy model family, writes the run config it uses into
 the output folder (so a user can rerun or edit it), and runs `gate run` with
-the vLLM engine on all four candidates.
+the vLLM engine on all four candidates; `overfit` is gated as a sweep of its
+three per-epoch checkpoints, and the gate picks the one to ship.
 """
 
 from __future__ import annotations
@@ -31,11 +32,18 @@ def _thresholds(repo_root: Path) -> Path:
                       fix="run `gate demo` from the gate repository")
 
 
-def demo_config(world: Any, out: Path, engine: str, repo_root: Path) -> dict[str, Any]:
-    """The run config for the toy world (absolute paths)."""
+#: the toy candidate whose training run is gated as a sweep of its checkpoints
+SWEPT = "overfit"
+
+
+def demo_config(world: Any, out: Path, engine: str, repo_root: Path, *, sweep: bool = False) -> dict[str, Any]:
+    """The run config for the toy world (absolute paths). `sweep`: gate every
+    checkpoint of the `overfit` run (one per epoch) and pick one, as the demo does."""
     cands = []
     for name, path in world.candidates.items():
         kind = "model" if (Path(path) / "config.json").is_file() and not (Path(path) / "adapter_config.json").is_file() else "adapter"
+        if sweep and name == SWEPT:
+            kind = "sweep"
         cands.append({"name": name, kind: str(path)})
     return {
         "base": {"path": str(world.base), "dtype": "float32"},
@@ -64,7 +72,7 @@ def _has_wandb() -> bool:
 @verbosity_options
 @handle_errors
 def demo_cmd(out: Path, engine: str, verbose: bool, quiet_flag: bool) -> None:
-    """Build the toy world and gate its candidates (careful, overfit, full, qlora)."""
+    """Build the toy world and gate its candidates (careful, overfit swept per epoch, full, qlora)."""
     from gate import toy
     from gate.cli.terminal import StageLine, quiet, terminal_console
     from gate.config.load import load_setup
@@ -78,7 +86,7 @@ def demo_cmd(out: Path, engine: str, verbose: bool, quiet_flag: bool) -> None:
         world = toy.build(say=stage)
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "gate.yaml"
-    data = demo_config(world, out, engine, Path.cwd())
+    data = demo_config(world, out, engine, Path.cwd(), sweep=True)
     config_file.write_text("# Written by `gate demo`; rerun with: gate run --config " + str(config_file) + "\n"
                            + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     setup = load_setup(config_file)

@@ -29,7 +29,11 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
     console = console or Console(stderr=False)
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and CI: don't squeeze the table into 80 columns
+    unpicked = {c["candidate"] for s in results.get("sweeps", []) for c in s["checkpoints"]
+                if c["candidate"] != s["pick"]}
     for cand in results["candidates"]:
+        if cand["name"] in unpicked:  # a sweep's other checkpoints: one line each, below
+            continue
         table = Table(title=f"{escape(cand['name'])} ({cand['kind']}): "
                             f"[{STYLE.get(cand['verdict'], '')}]{escape(fmt.label(cand))}[/]",
                       title_justify="left", show_lines=False)
@@ -43,8 +47,26 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
                               f"[{STYLE.get(t['verdict'], '')}]{t['verdict']}[/]")
         console.print(table)
         console.print(f"  {escape(cand['reason'])}")
+    for sweep in results.get("sweeps", []):
+        print_sweep(sweep, console)
     rel = results["release"]
     console.print(f"\nrelease: [{STYLE.get(rel['verdict'], '')}]{escape(fmt.label(rel))}[/] - {escape(rel['reason'])}")
+
+
+def print_sweep(sweep: dict[str, Any], console: Console) -> None:
+    """A sweep: one line per checkpoint (step, epoch, each tier's verdict), the pick marked."""
+    k = len(sweep["checkpoints"])
+    console.print(f"\n[bold]{escape(sweep['name'])}[/]: sweep of {k} {sweep['kind']} checkpoint"
+                  f"{'s' if k != 1 else ''} in {escape(sweep['folder'])} "
+                  f"(pick: {sweep['rule']}; each judged at alpha/{k})")
+    for c in sweep["checkpoints"]:
+        tiers = "  ".join(f"{tier} [{STYLE.get(v, '')}]{v}[/]" for tier, v in c["tiers"].items())
+        mark = "  <- picked" if c["candidate"] == sweep["pick"] else ""
+        step = "" if c["step"] is None else f"step {c['step']}"
+        epoch = "" if c["epoch"] is None else f"epoch {c['epoch']:g}"
+        console.print(f"  {escape(c['candidate']):<24} {step:<11} {epoch:<9} "
+                      f"[{STYLE.get(c['verdict'], 'dim')}]{escape(c['verdict_label']):<8}[/] {tiers}{mark}")
+    console.print(f"  {escape(sweep['name'])} {escape(sweep['reason'])}")
 
 
 def run_quietly(setup: GateSetup, *, verbose: bool = False, quiet_flag: bool = False) -> GateResult:

@@ -17,6 +17,7 @@ from typing import Any
 
 from gate.config.hub import looks_like_hub_id, resolve
 from gate.config.models import RunConfig, Suite, Thresholds
+from gate.config.sweep import Sweep, expand_sweeps
 from gate.config.yaml_io import load_suite, load_thresholds, parse_model, read_yaml
 from gate.errors import ConfigError, GateError, Problem
 
@@ -28,6 +29,7 @@ class Overrides:
     base: str | None = None
     adapters: Sequence[tuple[str, str]] = ()
     models: Sequence[tuple[str, str]] = ()
+    sweeps: Sequence[tuple[str, str]] = ()
     suite: str | None = None
     thresholds: str | None = None
     engine: str | None = None
@@ -40,7 +42,7 @@ class Overrides:
     wandb_run_id: str | None = None
 
     def any(self) -> bool:
-        return any([self.base, self.adapters, self.models, self.suite, self.thresholds,
+        return any([self.base, self.adapters, self.models, self.sweeps, self.suite, self.thresholds,
                     self.engine, self.out, self.release, self.require_baseline is not None, self.store])
 
 
@@ -55,6 +57,8 @@ class GateSetup:
     thresholds: Thresholds
     thresholds_file: Path
     notes: list[str] = field(default_factory=list)
+    #: candidates given as `sweep:` (their checkpoints are in config.candidates)
+    sweeps: list[Sweep] = field(default_factory=list)
 
     @property
     def out_dir(self) -> Path:
@@ -79,7 +83,7 @@ def _absolutize(data: dict[str, Any], root: Path) -> dict[str, Any]:
         for c in cands:
             if isinstance(c, dict):
                 c = dict(c)
-                for k in ("adapter", "model"):
+                for k in ("adapter", "model", "sweep"):
                     if isinstance(c.get(k), str):
                         c[k] = str(resolve(c[k], root))
             fixed.append(c)
@@ -95,10 +99,11 @@ def _apply_overrides(data: dict[str, Any], ov: Overrides, cwd: Path) -> dict[str
     if ov.base:
         path = ov.base if looks_like_hub_id(ov.base, cwd) else str(resolve(ov.base, cwd))
         data["base"] = {**(data.get("base") or {}), "path": path}
-    if ov.adapters or ov.models:
+    if ov.adapters or ov.models or ov.sweeps:
         # Flags replace the candidates from the file: a CI job names exactly what it gates.
         data["candidates"] = [{"name": n, "adapter": str(resolve(p, cwd))} for n, p in ov.adapters] + [
-            {"name": n, "model": str(resolve(p, cwd))} for n, p in ov.models
+            {"name": n, "model": str(resolve(p, cwd))} for n, p in ov.models] + [
+            {"name": n, "sweep": str(resolve(p, cwd))} for n, p in ov.sweeps
         ]
     for key in ("suite", "thresholds", "out"):
         value = getattr(ov, key)
@@ -150,6 +155,11 @@ def load_setup(config_file: Path | None, overrides: Overrides | None = None, cwd
     config = parse_model(RunConfig, data, label)
 
     problems: list[Problem] = []
+    sweeps: list[Sweep] = []
+    try:
+        config, sweeps = expand_sweeps(config, label)
+    except GateError as exc:
+        problems += exc.problems
     suite_file = Path(config.suite)
     thresholds_file = Path(config.thresholds)
     suite = thresholds = None
@@ -164,7 +174,7 @@ def load_setup(config_file: Path | None, overrides: Overrides | None = None, cwd
     if problems:
         raise ConfigError(problems=problems)
     assert suite is not None and thresholds is not None
-    return GateSetup(config, config_file, suite, suite_file, thresholds, thresholds_file)
+    return GateSetup(config, config_file, suite, suite_file, thresholds, thresholds_file, sweeps=sweeps)
 
 
 def check_paths(setup: GateSetup) -> list[Problem]:

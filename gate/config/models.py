@@ -66,7 +66,7 @@ class BaseModelConfig(Strict):
 
 
 class Candidate(Strict):
-    """One fine-tuned model to gate: exactly one of `adapter` or `model`."""
+    """One fine-tuned model to gate: exactly one of `adapter`, `model` or `sweep`."""
 
     name: str = Field(pattern=NAME_PATTERN)
     """Unique name; used as the served model name and in every report."""
@@ -74,15 +74,31 @@ class Candidate(Strict):
     """A LoRA/QLoRA adapter directory (adapter_config.json + adapter_model.safetensors)."""
     model: str | None = None
     """A full fine-tuned model directory (config.json + weights + tokenizer)."""
+    sweep: str | None = None
+    """A training run's output folder: every `checkpoint-<step>/` in it (and the final
+    model, when it is a state no checkpoint holds) is gated as candidate `NAME@<step>`,
+    and one is picked (thresholds.yaml `sweep.pick`)."""
+    every: int | None = Field(None, ge=1)
+    """Sweep only: gate the first checkpoint, every N-th after it, and the last."""
+    steps: list[int] | None = Field(None, min_length=1)
+    """Sweep only: gate exactly the checkpoints at these steps."""
+    wandb_run: str | None = None
+    """W&B run id that stands for this candidate (its training run): the gate writes the
+    verdict into it under keys without the candidate's name, so runs line up in W&B."""
     allow_pickle: bool = False
     """Allow weights stored as pickle files (.bin/.pt). Pickles can run code on load."""
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> Candidate:
-        if (self.adapter is None) == (self.model is None):
-            raise ValueError("give exactly one of `adapter` (a LoRA directory) or `model` (a full fine-tune directory)")
+        if sum(x is not None for x in (self.adapter, self.model, self.sweep)) != 1:
+            raise ValueError("give exactly one of `adapter` (a LoRA directory), `model` (a full fine-tune "
+                             "directory) or `sweep` (a training run's folder of checkpoint-<step>/ folders)")
         if self.name in RESERVED_NAMES:
             raise ValueError(f"the name {self.name!r} is reserved for the base model; choose another")
+        if self.sweep is None and (self.every is not None or self.steps is not None):
+            raise ValueError("`every` and `steps` thin a sweep: use them with `sweep`")
+        if self.every is not None and self.steps is not None:
+            raise ValueError("give `every` or `steps`, not both")
         return self
 
     @property
@@ -91,7 +107,7 @@ class Candidate(Strict):
 
     @property
     def path(self) -> str:
-        return self.adapter if self.adapter is not None else str(self.model)
+        return next(p for p in (self.adapter, self.model, self.sweep, "") if p is not None)
 
 
 class VllmConfig(Strict):
@@ -264,6 +280,14 @@ class RunConfig(Strict):
             raise ValueError(f"candidate names must be unique; repeated: {', '.join(dupes)}")
         return v
 
+    @model_validator(mode="after")
+    def _wandb_runs_need_a_project(self) -> RunConfig:
+        named = [c.name for c in self.candidates if c.wandb_run]
+        if named and self.wandb is None:
+            raise ValueError(f"candidates {', '.join(named)} name a `wandb_run` but there is no `wandb` "
+                             "section: add `wandb: {project: NAME}`")
+        return self
+
     @field_validator("release")
     @classmethod
     def _release_known(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
@@ -400,6 +424,22 @@ class SequentialConfig(Strict):
     fails whatever the rest shows. Tasks stopped this way are reported as stopped."""
 
 
+class SweepConfig(Strict):
+    """How one checkpoint of a sweep is picked for release (gate.verdict.sweep).
+
+    Every checkpoint of a sweep of K is judged at alpha/K (Bonferroni across
+    checkpoints), so the pick's PASS keeps its false-PASS rate at alpha however
+    it was chosen among the K."""
+
+    pick: Literal["best_target", "earliest"] = "best_target"
+    """best_target: among the checkpoints that PASS, the one with the largest target
+    gain; earliest: the earliest checkpoint that PASSes. Checkpoints shown safe on every
+    task come before those that pass with inconclusive tasks."""
+    stop_after_fail: bool = False
+    """Stop scoring a sweep's checkpoints after the first that FAILs (saves time;
+    forgetting is not always monotonic, so later ones are scored by default)."""
+
+
 class Thresholds(Strict):
     """The release policy (`thresholds.yaml`)."""
 
@@ -424,6 +464,8 @@ class Thresholds(Strict):
     """Per-task overrides, keyed by task name."""
     sequential: SequentialConfig = Field(default_factory=SequentialConfig)  # type: ignore[arg-type]
     """Early stopping of candidate tasks (see SequentialConfig)."""
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    """How a sweep's checkpoint is picked (see SweepConfig)."""
 
     @field_validator("tiers")
     @classmethod

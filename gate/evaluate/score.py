@@ -32,10 +32,11 @@ Say = Callable[[str], None]
 
 def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys, *, specs: list[ModelSpec],
                   plans: list[TaskPlan],
-                  policies: Mapping[str, TaskPolicy], task_manager: Any, store: BaselineStore,
+                  policies: Mapping[str, Mapping[str, TaskPolicy]], task_manager: Any, store: BaselineStore,
                   records_cache: BaselineStore, say: Say) -> tuple[dict[str, int], list[ProbeResult]]:
     """Fill `known` with every missing task's records. Returns the number of tasks
-    evaluated per model (0 = all reused) and the probes' results."""
+    evaluated per model (0 = all reused) and the probes' results. `policies`:
+    per candidate, the task policies its rounds look with."""
     cfg = setup.config
     rounds = setup.thresholds.sequential.enabled
     evaluated = {name: 0 for name in known.todo}
@@ -65,7 +66,7 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
                         return evaluate_model(lm, sub, task_manager=task_manager, cache_path=cache)
 
                     if spec.name != BASE_NAME and rounds:
-                        recs = _in_rounds(spec.name, plans_left, known.records[BASE_NAME], policies, setup,
+                        recs = _in_rounds(spec.name, plans_left, known.records[BASE_NAME], policies[spec.name], setup,
                                           evaluate, say)
                     else:
                         recs = evaluate(plans_left)

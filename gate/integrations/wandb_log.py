@@ -16,17 +16,28 @@ What lands in the run:
              gate/<candidate>/<tier>/verdict
              gate/<candidate>/<tier>/<task>/{delta,ci_low,ci_high,
                  base_score,candidate_score,verdict,n_used}
+             gate/candidates            wandb.Table, one row per candidate
              gate/<candidate>/tasks     wandb.Table, one row per task
              gate/<candidate>/flipped   wandb.Table, items that flipped
              gate/report                wandb.Html of report.html
     artifact gate-report-<run id>, type "gate-report": results.json,
              report.html, junit.xml, summary.md
 
-Everything goes to the run *summary*, never to the history: a verdict is a
-fact about the run, not a point on a curve, and history rows written by an
-attached (resumed) offline run would start again at step 0 and be dropped by
-W&B when synced beside the training run's later steps. Summary keys are the
-same for every run, so W&B's run comparison lines them up.
+A run that stands for one candidate (its training run: `wandb_run:` per
+candidate, or `--wandb-run-id` with a single candidate) gets keys without the
+candidate's name instead (`unit_metrics`): gate/verdict, gate/<tier>/verdict,
+gate/<tier>/<task>/{delta,...}, gate/tasks. Two training runs gated this way
+share every key, so W&B's run comparison lines them up; a sweep also reports
+gate/pick, gate/pick_step, gate/pick_epoch.
+
+A verdict is a summary fact, not a point on a curve. The one exception is a
+sweep's forgetting curve, which is a curve over training steps: each
+checkpoint is a history row carrying `gate/train_step`, and
+`define_metric("gate/*", step_metric="gate/train_step")` tells W&B to plot
+gate's keys against it, so the rows sit at the checkpoints' steps beside the
+loss even though they are logged after training ended (online, a resumed
+run's own `_step` continues past the training's; the x-axis is the step
+metric either way).
 
 Secrets: the settings turn off what W&B records about the process (command
 line, program, machine, git, code, requirements, system metrics, console
@@ -40,7 +51,7 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -172,10 +183,97 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def release_units(results: dict[str, Any]) -> list[str]:
+    """What a release is decided on: each candidate not in a sweep, and each sweep."""
+    swept = {c["candidate"] for s in results.get("sweeps", []) for c in s["checkpoints"]}
+    return [c["name"] for c in results["candidates"] if c["name"] not in swept] + \
+        [s["name"] for s in results.get("sweeps", [])]
+
+
+def _unit_candidate(results: dict[str, Any], unit: str) -> dict[str, Any] | None:
+    """The candidate entry that stands for `unit`: itself, or a sweep's pick."""
+    sweep = next((s for s in results.get("sweeps", []) if s["name"] == unit), None)
+    name = sweep["pick"] if sweep is not None else unit
+    return next((c for c in results["candidates"] if c["name"] == name), None)
+
+
+def unit_metrics(results: dict[str, Any], unit: str) -> dict[str, Any]:
+    """The summary keys of a run that stands for one candidate (its training run):
+    no candidate name in them, so every training run gated this way has the same
+    keys and W&B's run comparison lines them up. A sweep reports its pick."""
+    sweep = next((s for s in results.get("sweeps", []) if s["name"] == unit), None)
+    candidate = _unit_candidate(results, unit)
+    summary: dict[str, Any] = {"gate/release_verdict": results["release"]["verdict"],
+                               "gate/release_reason": results["release"]["reason"]}
+    if sweep is not None:
+        pick = next((c for c in sweep["checkpoints"] if c["candidate"] == sweep["pick"]), None)
+        summary.update({"gate/verdict": "PASS" if pick else "FAIL", "gate/label": pick["verdict_label"]
+                        if pick else "FAIL", "gate/reason": sweep["reason"],
+                        "gate/pick": sweep["pick"] or "", "gate/pick_step": pick["step"] if pick else None,
+                        "gate/pick_epoch": pick["epoch"] if pick else None})
+        if pick is None:
+            return summary
+    elif candidate is not None:
+        summary.update({"gate/verdict": candidate["verdict"], "gate/reason": candidate["reason"],
+                        "gate/label": candidate.get("label") or candidate["verdict"]})
+    if candidate is None:
+        raise InputError(f"no candidate or sweep named {unit!r} in the results", key="wandb_run",
+                         fix="name a candidate of this run")
+    summary["gate/not_shown_safe"] = len(candidate.get("not_shown_safe", []))
+    for tier in candidate["tiers"]:
+        summary[f"gate/{tier['tier']}/verdict"] = tier["verdict"]
+        for task in tier["tasks"]:
+            for field in TASK_SUMMARY_FIELDS:
+                summary[f"gate/{tier['tier']}/{task['task']}/{field}"] = task[field]
+    return summary
+
+
+#: the step metric a sweep's history rows are plotted against (the training step)
+TRAIN_STEP = "gate/train_step"
+
+
+def curve_rows(results: dict[str, Any], sweep_name: str) -> list[dict[str, Any]]:
+    """One history row per scored checkpoint of a sweep, keyed like `unit_metrics`
+    and carrying `gate/train_step`, so W&B draws the forgetting curve on the
+    training run's own step axis, beside its loss."""
+    sweep = next(s for s in results.get("sweeps", []) if s["name"] == sweep_name)
+    by_name = {c["name"]: c for c in results["candidates"]}
+    rows = []
+    for point in sweep["checkpoints"]:
+        cand = by_name.get(point["candidate"])
+        if cand is None or point["step"] is None:
+            continue
+        row: dict[str, Any] = {TRAIN_STEP: point["step"], "gate/passes": int(point["verdict"] == "PASS"),
+                               "gate/picked": int(point["candidate"] == sweep["pick"])}
+        if point["epoch"] is not None:
+            row["gate/epoch"] = point["epoch"]
+        for tier, task in _tasks(cand):
+            for field in ("delta", "ci_low", "ci_high"):
+                if task[field] is not None:
+                    row[f"gate/{tier}/{task['task']}/{field}"] = task[field]
+        rows.append(row)
+    return rows
+
+
 def _task_rows(candidate: dict[str, Any]) -> list[list[Any]]:
     return [[tier, t["task"], t["metric"], t["base_score"], t["candidate_score"], t["delta"],
              t["ci_low"], t["ci_high"], t["p_value"], t["n"], t["n_used"], t["margin"],
              t["verdict"]] for tier, t in _tasks(candidate)]
+
+
+CANDIDATE_COLUMNS = ["candidate", "kind", "verdict", "label", "target", "related", "general", "fingerprint",
+                     "reason"]
+
+
+def _candidate_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """One row per candidate: a standalone gate run's overview table."""
+    rows = []
+    for c in results["candidates"]:
+        tiers = {t["tier"]: t["verdict"] for t in c["tiers"]}
+        rows.append([c["name"], c["kind"], c["verdict"], c.get("label") or c["verdict"],
+                     tiers.get("target", ""), tiers.get("related", ""), tiers.get("general", ""),
+                     c.get("fingerprint") or "", c["reason"]])
+    return rows
 
 
 def _flipped_rows(candidate: dict[str, Any]) -> list[list[Any]]:
@@ -280,7 +378,8 @@ def _artifact(wandb: ModuleType, run: Any, results: dict[str, Any], out_dir: Pat
 
 def log_to_wandb(results: dict[str, Any], out_dir: Path, *, project: str,
                  entity: str | None = None, run_id: str | None = None,
-                 mode: str | None = None, config: dict[str, Any] | None = None) -> WandbRunInfo:
+                 mode: str | None = None, config: dict[str, Any] | None = None,
+                 unit: str | None = None) -> WandbRunInfo:
     """Log the verdict in `results` (and the reports in `out_dir`) to W&B.
 
     `run_id` attaches to an existing run (the fine-tuning run) so the verdict
@@ -298,6 +397,11 @@ def log_to_wandb(results: dict[str, Any], out_dir: Path, *, project: str,
     Raises InputError when results do not match the schema, wandb is not
     installed, or W&B refuses the run (login, project, unknown run id);
     InfraError when W&B fails otherwise.
+
+    `unit`: the run stands for this one candidate or sweep (its training run):
+    summary keys carry no candidate name (`unit_metrics`), its tasks table is
+    `gate/tasks`, and a sweep's curve goes to history against `gate/train_step`
+    (`curve_rows`). Without it: per-candidate keys and a `gate/candidates` table.
     """
     validate_results(results)
     wandb = _import_wandb()
@@ -313,13 +417,27 @@ def log_to_wandb(results: dict[str, Any], out_dir: Path, *, project: str,
         gate_config = without_secrets({"run_config": config or {},
                                        "results": _results_config(results)})
         run.config.update({"gate": gate_config}, allow_val_change=True)
-        summary: dict[str, Any] = summary_metrics(results)
-        for candidate in results["candidates"]:
-            prefix = f"gate/{candidate['name']}"
-            summary[f"{prefix}/tasks"] = wandb.Table(columns=TASK_COLUMNS,
-                                                     data=_task_rows(candidate))
-            summary[f"{prefix}/flipped"] = wandb.Table(columns=FLIPPED_COLUMNS,
-                                                       data=_flipped_rows(candidate))
+        summary: dict[str, Any]
+        if unit is not None:
+            summary = unit_metrics(results, unit)
+            candidate = _unit_candidate(results, unit)
+            if candidate is not None:
+                summary["gate/tasks"] = wandb.Table(columns=TASK_COLUMNS, data=_task_rows(candidate))
+                summary["gate/flipped"] = wandb.Table(columns=FLIPPED_COLUMNS, data=_flipped_rows(candidate))
+            if any(s["name"] == unit for s in results.get("sweeps", [])):
+                run.define_metric(TRAIN_STEP)
+                run.define_metric("gate/*", step_metric=TRAIN_STEP)
+                for row in curve_rows(results, unit):
+                    run.log(row)
+        else:
+            summary = summary_metrics(results)
+            summary["gate/candidates"] = wandb.Table(columns=CANDIDATE_COLUMNS, data=_candidate_rows(results))
+            for candidate in results["candidates"]:
+                prefix = f"gate/{candidate['name']}"
+                summary[f"{prefix}/tasks"] = wandb.Table(columns=TASK_COLUMNS,
+                                                         data=_task_rows(candidate))
+                summary[f"{prefix}/flipped"] = wandb.Table(columns=FLIPPED_COLUMNS,
+                                                           data=_flipped_rows(candidate))
         if (out_dir / "report.html").is_file():
             summary["gate/report"] = wandb.Html(out_dir / "report.html", inject=False)
         run.summary.update(summary)
@@ -339,19 +457,32 @@ def log_to_wandb(results: dict[str, Any], out_dir: Path, *, project: str,
     return info
 
 
-def log_verdict(results: dict[str, Any], out: Path, cfg: RunConfig, say: Callable[[str], None]) -> None:
+def log_verdict(results: dict[str, Any], out: Path, cfg: RunConfig, say: Callable[[str], None],
+                unit_runs: Mapping[str, str] | None = None) -> None:
     """Log a run's verdict to W&B as its config says. A logging failure is
     reported, never turned into a different release verdict: the gate's answer
-    is already in results.json. Bad W&B settings (exit 2) still stop the run."""
+    is already in results.json. Bad W&B settings (exit 2) still stop the run.
+
+    `unit_runs`: candidate or sweep -> the W&B run that stands for it (`wandb_run:`
+    in gate.yaml): each gets its verdict under keys without its name. A
+    `wandb.run_id` with a single candidate (or sweep) stands for it the same way;
+    otherwise that run (or a new `gate` run) gets the whole run's keys."""
     if cfg.wandb is None:
         return
-    try:
-        info = log_to_wandb(results, out, project=cfg.wandb.project, entity=cfg.wandb.entity,
-                            run_id=cfg.wandb.run_id, mode=cfg.wandb.mode, config=cfg.model_dump(mode="json"))
-    except InputError:
-        raise
-    except GateError as exc:
-        say(f"warning: W&B logging failed: {exc.render()}")
-        return
-    where = info.url or (f"offline, in {info.run_dir}; upload with `wandb sync`" if info.run_dir else "offline")
-    say(f"W&B: logged to run {info.run_id} ({where})")
+    own = dict(unit_runs or {})
+    units = release_units(results)
+    main_unit = units[0] if cfg.wandb.run_id is not None and len(units) == 1 and units[0] not in own else None
+    logs: list[tuple[str | None, str | None, dict[str, Any] | None]] = [
+        (cfg.wandb.run_id, main_unit, cfg.model_dump(mode="json"))]
+    logs += [(run_id, unit, None) for unit, run_id in own.items()]
+    for run_id, unit, config in logs:
+        try:
+            info = log_to_wandb(results, out, project=cfg.wandb.project, entity=cfg.wandb.entity,
+                                run_id=run_id, mode=cfg.wandb.mode, config=config, unit=unit)
+        except InputError:
+            raise
+        except GateError as exc:
+            say(f"warning: W&B logging failed: {exc.render()}")
+            continue
+        where = info.url or (f"offline, in {info.run_dir}; upload with `wandb sync`" if info.run_dir else "offline")
+        say(f"W&B: logged {unit or 'the run'} to run {info.run_id} ({where})")

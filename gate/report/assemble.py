@@ -57,6 +57,7 @@ def run_results(setup: GateSetup, verdict: RunVerdict, plans: Sequence[TaskPlan]
         candidates=candidates,
         baseline=BaselineInfo(fingerprints[BASE_NAME], reused, str(cfg.baseline.store)),
         probes=list(probes),
+        sweeps=list(verdict.sweeps),
         provenance=Provenance(
             lm_eval_version=fp.installed_version("lm_eval", "lm-eval"),
             engine=engine_opts,

@@ -15,6 +15,7 @@ from typing import Any
 from gate.report.results import new_results
 from gate.serve.probes import ProbeResult
 from gate.verdict.judge import CandidateVerdict, ReleaseVerdict
+from gate.verdict.sweep import SweepVerdict
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,11 @@ class ResultsDocument:
     baseline: BaselineInfo
     provenance: Provenance
     probes: list[ProbeResult] = field(default_factory=list)
+    sweeps: list[SweepVerdict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (stamped with the schema and gate versions and the time)."""
         return new_results(release=self.release.to_dict(), candidates=[c.to_dict() for c in self.candidates],
                            baseline=asdict(self.baseline), provenance=self.provenance.to_dict(),
-                           probes=[p.to_dict() for p in self.probes])
+                           probes=[p.to_dict() for p in self.probes],
+                           sweeps=[s.to_dict() for s in self.sweeps])

@@ -17,8 +17,8 @@ import jinja2
 from markupsafe import Markup
 
 from gate.report import format as fmt
-from gate.report.plots import forest_svg
-from gate.report.remedies import remedies, summary_sentence
+from gate.report.plots import forest_svg, sweep_svg
+from gate.report.remedies import remedies, summary_sentence, sweep_remedy
 
 TEMPLATE = "report.html.j2"
 _PROBE_KEYS = ("name", "candidate", "severity", "message")
@@ -87,6 +87,10 @@ def render_html(results: dict[str, Any]) -> str:
         "fmt": fmt,
         "candidates": [_candidate_view(c, i) for i, c in enumerate(results["candidates"], 1)],
         "probes": [_probe_view(p) for p in results["probes"]],
+        "sweeps": results.get("sweeps", []),
+        "sweep_svgs": {s["name"]: Markup(sweep_svg(s, results["candidates"], id_prefix=f"sweep{i}"))
+                       for i, s in enumerate(results.get("sweeps", []), 1)},
+        "sweep_remedy": {s["name"]: sweep_remedy(s) for s in results.get("sweeps", [])},
         "engine": _flatten("", provenance["engine"]) if provenance["engine"] else [("", "—")],
         "provenance_extra": [(key, _text(provenance[key])) for key in sorted(provenance)
                              if key not in _PROVENANCE_SHOWN],

@@ -43,6 +43,26 @@ def _tiers(candidate: dict[str, Any]) -> list[dict[str, Any]]:
     return fmt.tiers_in_order(candidate)
 
 
+def _sweep_lines(sweep: dict[str, Any]) -> list[str]:
+    """A sweep: one row per checkpoint, the pick in bold, the reason under it."""
+    k = len(sweep["checkpoints"])
+    lines = ["", f"### Sweep {md_escape(sweep['name'])}: {k} checkpoint{'s' if k != 1 else ''}, "
+                 f"pick `{sweep['rule']}`, each judged at alpha/{k}", "",
+             _row(["checkpoint", "step", "epoch", "target", "related", "general", "verdict"]),
+             _row(["---"] * 7)]
+    for c in sweep["checkpoints"]:
+        name = md_escape(c["candidate"])
+        verdict = _verdict(c["verdict"], c["verdict_label"]) if c["verdict"] in VERDICT_ICONS else "not scored"
+        lines.append(_row([
+            f"**{name}** (picked)" if c["candidate"] == sweep["pick"] else name,
+            "—" if c["step"] is None else str(c["step"]),
+            "—" if c["epoch"] is None else f"{c['epoch']:g}",
+            *(_verdict(c["tiers"][t]) if t in c["tiers"] else "—" for t in ("target", "related", "general")),
+            verdict]))
+    lines += ["", f"{md_escape(sweep['name'])} {md_escape(sweep['reason'])}"]
+    return lines
+
+
 def render_summary(results: dict[str, Any]) -> str:
     """The Markdown summary of a validated results dict."""
     release = results["release"]
@@ -87,6 +107,8 @@ def render_summary(results: dict[str, Any]) -> str:
             _row(["---"] * 8),
         ]
         lines += [_row(cells) for cells in failing]
+    for sweep in results.get("sweeps", []):
+        lines += _sweep_lines(sweep)
     lines += ["", "### Candidates", ""]
     lines += [f"- **{md_escape(c['name'])}** {_verdict(c['verdict'], fmt.label(c))}: {md_escape(c['reason'])}"
               for c in results["candidates"]]

@@ -1,4 +1,4 @@
-"""Forest plots of each candidate's per-task deltas, as inline SVG.
+"""Forest plots of each candidate's per-task deltas, and a sweep's forgetting curve, as inline SVG.
 
 One row per task, grouped by tier: the delta (candidate minus base) with its
 interval, a grey line at "no change" and a red line at the task's threshold.
@@ -131,3 +131,96 @@ def _inline(svg: str, id_prefix: str) -> str:
     svg = svg.replace(' id="', f' id="{id_prefix}-')
     svg = svg.replace('url(#', f'url(#{id_prefix}-')
     return svg.replace('href="#', f'href="#{id_prefix}-')
+
+
+#: a curve's values beyond this many threshold-widths (or 100 units) are drawn
+#: at the edge with a triangle: one exploding perplexity must not flatten the rest
+CURVE_CLIP = 10.0
+
+
+def _clip(value: float | None, bound: float) -> float | None:
+    return None if value is None else max(-bound, min(bound, value))
+
+
+def _curve_tasks(sweep: dict[str, Any], by_name: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(tier, task) in the suite's order, from the first scored checkpoint."""
+    for point in sweep["checkpoints"]:
+        cand = by_name.get(point["candidate"])
+        if cand is not None:
+            return [(tier, task["task"]) for tier, task in _rows(cand)]
+    return []
+
+
+def sweep_svg(sweep: dict[str, Any], candidates: list[dict[str, Any]], *, id_prefix: str = "sweep") -> str:
+    """The forgetting curve of a sweep as an `<svg>` element: one panel per task
+    (tasks do not share units), grouped by tier, each checkpoint's delta with its
+    interval against the training step, the task's threshold in red, "no change"
+    dashed, the picked checkpoint marked by a green band. Right is better is
+    here up is better: lower-is-better metrics are mirrored as in the forest plot."""
+    by_name = {c["name"]: c for c in candidates}
+    tasks = _curve_tasks(sweep, by_name)
+    if not tasks:
+        return ""
+    points = sweep["checkpoints"]
+    xs = [p["step"] if p["step"] is not None else (points[i - 1]["step"] or 0) + 1 if i else 0
+          for i, p in enumerate(points)]
+    rc: dict[Any, Any] = {"svg.hashsalt": f"gate-sweep-{sweep['name']}", "svg.fonttype": "path",
+                          "font.family": "DejaVu Sans", "font.size": 8}
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    with matplotlib.rc_context(rc):
+        fig = Figure(figsize=(FIGURE_WIDTH_IN, 2.1 * rows + 0.5))
+        axes = fig.subplots(rows, cols, squeeze=False)
+        fig.subplots_adjust(left=0.08, right=0.98, top=1 - 0.35 / fig.get_figheight(),
+                            bottom=0.55 / fig.get_figheight(), hspace=0.75, wspace=0.35)
+        for ax in axes.flat[len(tasks):]:
+            ax.set_visible(False)
+        for ax, (tier, name) in zip(axes.flat, tasks, strict=False):
+            threshold = None
+            unit = ""
+            drawn: list[float] = []
+            series = []
+            for x, point in zip(xs, points, strict=True):
+                cand = by_name.get(point["candidate"])
+                task = next((t for tr, t in _rows(cand) if t["task"] == name), None) if cand else None
+                if task is None:
+                    continue
+                value, low, high, threshold = _oriented(task)
+                unit = f"{fmt.unit_label(task)}, {fmt.arrow(task)} better"
+                series.append((x, value, low, high, task["verdict"]))
+                drawn += [v for v in (value, low, high) if v is not None]
+            bound = max(abs(threshold or 0.0) * CURVE_CLIP, 100.0)
+            if sweep["pick"] is not None:
+                pick_x = xs[[p["candidate"] for p in points].index(sweep["pick"])]
+                ax.axvspan(pick_x - 0.04 * max(xs or [1]), pick_x + 0.04 * max(xs or [1]),
+                           color=VERDICT_COLOURS["PASS"], alpha=0.12, linewidth=0)
+            ax.axhline(0.0, color="#8c959f", linestyle="--", linewidth=0.8)
+            if threshold is not None:
+                ax.axhline(threshold, color=THRESHOLD_COLOUR, linewidth=1.2)
+            ax.plot([s[0] for s in series if s[1] is not None], [_clip(s[1], bound) for s in series if s[1] is not None],
+                    color="#57606a", linewidth=0.8)
+            for x, value, low, high, verdict in series:
+                colour = VERDICT_COLOURS.get(verdict, "#6e7781")
+                if low is not None and high is not None:
+                    ax.vlines(x, _clip(low, bound), _clip(high, bound), color=colour, linewidth=2.0)
+                if value is not None:
+                    off = abs(value) > bound
+                    ax.plot([x], [_clip(value, bound)], marker="^" if off and value > 0 else "v" if off else "o",
+                            markersize=5, color=colour)
+            values = [_clip(v, bound) for v in drawn] + [0.0] + ([threshold] if threshold is not None else [])
+            ax.set_ylim(*_limits([v for v in values if v is not None]))
+            ax.set_xticks(xs)
+            ax.set_xticklabels([str(p["step"]) if p["step"] is not None else p["label"] for p in points],
+                               fontsize=6.5)
+            ax.tick_params(axis="y", labelsize=6.5)
+            for side in ("right", "top"):
+                ax.spines[side].set_visible(False)
+            ax.set_title(f"{tier.upper()}  {name}", fontsize=7.5, loc="left", parse_math=False)
+            ax.set_ylabel(unit, fontsize=6.5, parse_math=False)
+        fig.text(0.08, 0.08 / fig.get_figheight(),
+                 "candidate − base per checkpoint (x: step), up is better; red: threshold, dashed: no change, "
+                 "green: the pick; triangles: off the scale",
+                 fontsize=7, color="#57606a", ha="left", va="bottom")
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    return _inline(buffer.getvalue(), id_prefix)

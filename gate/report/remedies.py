@@ -236,3 +236,19 @@ def remedies(candidate: dict[str, Any]) -> list[Remedy]:
                 "the other remedies matter more.")
     found.append(Remedy("Prefer LoRA, a lower rank", lora))
     return found
+
+
+def sweep_remedy(sweep: dict[str, Any]) -> str | None:
+    """"Ship checkpoint-40: epoch 1 is the last before general capability drops
+    (overfit@80 fails the general tier)." for a sweep whose later checkpoints
+    fail; the pick alone otherwise; None when none passes."""
+    pick = next((c for c in sweep["checkpoints"] if c["candidate"] == sweep["pick"]), None)
+    if pick is None:
+        return None
+    when = (f"epoch {pick['epoch']:g}" if pick["epoch"] is not None
+            else f"step {pick['step']}" if pick["step"] is not None else pick["label"])
+    if sweep.get("drops_at"):
+        return (f"Ship {pick['label']}: {when} is the last before capability drops ({sweep['drops_at']}). "
+                "Train for fewer epochs, or keep the later ones with a lower learning rate or general "
+                "data replayed.")
+    return f"Ship {pick['label']} ({when})."

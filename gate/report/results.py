@@ -97,7 +97,8 @@ SCHEMA_VERSION = 1
 
 
 def new_results(*, release: dict[str, Any], candidates: list[dict[str, Any]], baseline: dict[str, Any],
-                provenance: dict[str, Any], probes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                provenance: dict[str, Any], probes: list[dict[str, Any]] | None = None,
+                sweeps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A results.json document: the parts given, stamped with the schema and gate
     versions and the creation time (one place, for `gate run` and `gate compare`)."""
     import datetime as _dt
@@ -110,6 +111,7 @@ def new_results(*, release: dict[str, Any], candidates: list[dict[str, Any]], ba
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         "release": release,
         "candidates": candidates,
+        **({"sweeps": sweeps} if sweeps else {}),
         "baseline": baseline,
         "probes": list(probes or []),
         "provenance": {"gate_version": __version__, **provenance},

@@ -32,7 +32,7 @@ from typing import Any
 
 from gate.errors import InputError, StoreError
 
-BUILDER_VERSION = "toy-v2"
+BUILDER_VERSION = "toy-v3"
 """Bump when anything that changes the built bytes changes (data, recipes, code)."""
 
 CANDIDATES = ("careful", "overfit", "full", "qlora")

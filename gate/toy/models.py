@@ -4,8 +4,11 @@ The candidates span what a release gate must tell apart:
 
 - ``careful``  LoRA, low learning rate, general data replayed: learns the target
   and keeps the general skills (should pass).
-- ``overfit``  LoRA, high learning rate, target data only, several epochs, one
-  checkpoint per epoch: learns the target and forgets (should fail).
+- ``overfit``  LoRA, three epochs, one checkpoint per epoch; general data is
+  replayed in the first epoch only (the replay set ran out), so epoch 1 learns
+  the target and keeps the general skills and epochs 2-3 forget: the seed's
+  "the peak of generalization comes early". The final adapter should fail;
+  a sweep of its checkpoints should pick checkpoint-100.
 - ``full``     full fine-tune of every weight on target data only (forgets).
 - ``qlora``    LoRA trained on the nf4-quantized base (bitsandbytes on CPU).
 
@@ -16,8 +19,11 @@ Adapters target the attention and MLP projections only, never ``lm_head`` or
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -37,7 +43,11 @@ CANDIDATE_RECIPES: dict[str, Recipe] = {
     # it lost 12 points of addition, which the gate rightly failed).
     "careful": Recipe(name="careful", learning_rate=1e-3, steps_per_epoch=300, seed=1,
                       general_share=0.8, lora_rank=8, lora_alpha=16, lora_targets=LORA_TARGETS),
-    "overfit": Recipe(name="overfit", learning_rate=1e-2, steps_per_epoch=40, epochs=3, seed=2,
+    # Replay for the first 100 steps only: at lr 3e-3 target-only data costs the
+    # addition and word-order skills within 40 steps (measured at lr 1e-3 to 1e-2
+    # and replay shares 0-30%), so only an epoch with replay can pass.
+    "overfit": Recipe(name="overfit", learning_rate=3e-3, steps_per_epoch=100, epochs=3, seed=2,
+                      general_share=0.8, replay_steps=100,
                       lora_rank=8, lora_alpha=16, lora_targets=LORA_TARGETS,
                       save_every_epoch=True),
     "full": Recipe(name="full", learning_rate=1e-3, steps_per_epoch=100, seed=3),
@@ -81,6 +91,15 @@ def train_base(out_dir: Path) -> None:
 
 
 def _stream(recipe: Recipe):
+    if recipe.replay_steps is not None:
+        share, replayed = recipe.general_share, recipe.replay_steps * recipe.batch_size
+
+        def replay_then_target(rng: random.Random) -> Iterator[str]:
+            mixed = corpus.mixed_lines(random.Random(rng.random()), share)
+            target = corpus.target_lines(random.Random(rng.random()))
+            return itertools.chain(itertools.islice(mixed, replayed), target)
+
+        return line_stream(replay_then_target, recipe.seed + 1)
     if recipe.general_share > 0:
         share = recipe.general_share
         return line_stream(lambda rng: corpus.mixed_lines(rng, share), recipe.seed + 1)

@@ -37,6 +37,9 @@ class Recipe:
     seed: int = 0
     general_share: float = 0.0
     """Share of general (replay) data mixed into the target data."""
+    replay_steps: int | None = None
+    """Replay general data for this many steps only, then target data alone (a replay
+    set that ran out); None: for the whole run."""
     lora_rank: int | None = None
     lora_alpha: int | None = None
     lora_targets: tuple[str, ...] = ()

@@ -3,16 +3,17 @@
     judge_run(base, candidates, tiers, policies, ...) -> RunVerdict
 
 Shared by `gate run` and `gate compare`, so both pair, judge and roll up
-the same way. A candidate scored in rounds used a subset of items: the
+the same way; a run's sweeps are picked here (gate.verdict.sweep). A candidate scored in rounds used a subset of items: the
 base's records are narrowed to those items before pairing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from gate.config.policy import TIERS, TaskPolicy, Tier
+from gate.config.sweep import Sweep
 from gate.evaluate.records import TaskRecords, select_items
 from gate.evaluate.rounds import outcome_of
 from gate.verdict.judge import (
@@ -23,6 +24,7 @@ from gate.verdict.judge import (
     judge_release,
 )
 from gate.verdict.pairing import pair_all
+from gate.verdict.sweep import PickRule, SweepVerdict, judge_sweep, policies_for
 
 
 @dataclass(frozen=True)
@@ -38,19 +40,33 @@ class CandidateRecords:
 class RunVerdict:
     candidates: list[CandidateVerdict]
     release: ReleaseVerdict
+    sweeps: list[SweepVerdict] = field(default_factory=list)
 
 
 def judge_run(base: Mapping[str, TaskRecords], candidates: Sequence[CandidateRecords], *,
               tiers: Mapping[str, Tier], policies: Mapping[str, TaskPolicy], family: str,
-              release: Sequence[str] | None) -> RunVerdict:
-    """Pair, judge every candidate, and decide the release."""
+              release: Sequence[str] | None, sweeps: Sequence[Sweep] = (),
+              pick: PickRule = "best_target") -> RunVerdict:
+    """Pair, judge every candidate (a sweep's checkpoints at alpha/K), pick each
+    sweep's checkpoint, and decide the release. A release unit is a candidate
+    or a whole sweep (its pick); a checkpoint may also be named alone."""
     verdicts = []
     for cand in candidates:
+        cand_policies = policies_for(cand.name, policies, sweeps)
         outcomes = {task: o for task, rec in cand.records.items() if (o := outcome_of(rec)) is not None}
         base_used = {task: select_items(rec, sorted(k.doc_id for k in cand.records[task].keys))
                      if task in outcomes else rec for task, rec in base.items()}
         by_tier: dict[str, list[TaskTriple]] = {tier: [] for tier in TIERS}
         for task, (b, c) in pair_all(base_used, cand.records).items():
-            by_tier[tiers[task]].append((b, c, policies[task]))
+            by_tier[tiers[task]].append((b, c, cand_policies[task]))
         verdicts.append(judge_candidate(cand.name, cand.kind, by_tier, sequential=outcomes or None, family=family))
-    return RunVerdict(verdicts, judge_release(verdicts, release))
+    by_name = {v.name: v for v in verdicts}
+    swept = [judge_sweep(s, by_name, pick=pick) for s in sweeps]
+    in_sweep = {name for s in sweeps for name in s.candidates}
+    units = [v for v in verdicts if v.name not in in_sweep] + [s.release_verdict() for s in swept]
+    named = [by_name[n] for n in release or () if n in in_sweep]  # a checkpoint named alone
+    decision = judge_release(units + named, release)
+    shipped = [f"{s.name} ships {s.pick}" for s in swept if s.pick and s.name in decision.candidates]
+    if shipped:
+        decision = replace(decision, reason=f"{decision.reason} ({'; '.join(shipped)})")
+    return RunVerdict(verdicts, decision, swept)
