@@ -9,7 +9,7 @@ users call them through the front door (`gate.run`, `gate.compare`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,9 +80,11 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     evaluated, probes = score_missing(setup, engine, known, keys, specs=model_specs(cfg, checked.adapters),  # serve,
                                       plans=plans, policies=by_candidate,                           # evaluate
                                       task_manager=checked.task_manager, store=store,
-                                      records_cache=records_cache, say=say)
+                                      records_cache=records_cache, say=say,
+                                      skip_after=_stop_after_fail(setup, known, plans, policies))
     verdict = judge_run(known.records[BASE_NAME],                                   # verdict
-                        [CandidateRecords(c.name, c.kind, known.records[c.name]) for c in cfg.candidates],
+                        [CandidateRecords(c.name, c.kind, known.records[c.name]) for c in cfg.candidates
+                         if c.name not in known.skipped],
                         tiers={p.name: p.task.tier for p in plans}, policies=policies, family=th.family,
                         release=cfg.release, sweeps=setup.sweeps, pick=th.sweep.pick)
     results = run_results(setup, verdict, plans, engine_kind=engine.kind, engine_version=keys.engine_version,  # report
@@ -96,6 +98,32 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     log_verdict(results, Path(cfg.out), cfg, say, unit_runs)
     return GateResult(results=results, exit_code=verdict.release.exit_code, out_dir=Path(cfg.out), files=files,
                       evaluated=evaluated)
+
+
+def _stop_after_fail(setup: GateSetup, known: Any, plans: Sequence[Any],
+                     policies: Mapping[str, Any]) -> Callable[[str], list[str]] | None:
+    """With sweep.stop_after_fail: once a checkpoint's records are in, judge it
+    (as the verdict stage will, at alpha/K); a FAIL skips the sweep's later
+    checkpoints. None when the option is off or there is no sweep."""
+    if not setup.thresholds.sweep.stop_after_fail or not setup.sweeps:
+        return None
+    from gate.verdict.judge import Verdict
+    from gate.verdict.run import CandidateRecords, judge_run
+
+    tiers = {p.name: p.task.tier for p in plans}
+
+    def skip_after(name: str) -> list[str]:
+        sweep = next((s for s in setup.sweeps if name in s.candidates), None)
+        if sweep is None:
+            return []
+        judged = judge_run(known.records[BASE_NAME], [CandidateRecords(name, sweep.kind, known.records[name])],
+                           tiers=tiers, policies=policies, family=setup.thresholds.family, release=None,
+                           sweeps=[sweep])
+        if judged.candidates[0].verdict is not Verdict.FAIL:
+            return []
+        return sweep.candidates[sweep.candidates.index(name) + 1:]
+
+    return skip_after
 
 
 def compare(base_dir: Path, candidates: Sequence[tuple[str, Path]], thresholds: Thresholds, *, out: Path,

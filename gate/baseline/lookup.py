@@ -33,6 +33,14 @@ class Known:
     todo: dict[str, list[TaskPlan]]
     #: why each missing baseline was missing (a changed fingerprint part, or none stored)
     misses: list[Problem] = field(default_factory=list)
+    #: candidates left unscored on purpose (a sweep's checkpoints after one that failed,
+    #: under sweep.stop_after_fail)
+    skipped: set[str] = field(default_factory=set)
+
+    def skip(self, model: str) -> None:
+        self.todo[model] = []
+        self.records[model] = {}
+        self.skipped.add(model)
 
     def add(self, model: str, plan: TaskPlan, rec: TaskRecords) -> None:
         """A task's records are now known (evaluated, or stored by another run)."""

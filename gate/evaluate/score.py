@@ -11,7 +11,7 @@ base, the records cache for candidates), so an interrupted run loses nothing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,27 @@ Say = Callable[[str], None]
 def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys, *, specs: list[ModelSpec],
                   plans: list[TaskPlan],
                   policies: Mapping[str, Mapping[str, TaskPolicy]], task_manager: Any, store: BaselineStore,
-                  records_cache: BaselineStore, say: Say) -> tuple[dict[str, int], list[ProbeResult]]:
+                  records_cache: BaselineStore, say: Say,
+                  skip_after: Callable[[str], Sequence[str]] | None = None,
+                  ) -> tuple[dict[str, int], list[ProbeResult]]:
     """Fill `known` with every missing task's records. Returns the number of tasks
     evaluated per model (0 = all reused) and the probes' results. `policies`:
-    per candidate, the task policies its rounds look with."""
+    per candidate, the task policies its rounds look with. `skip_after(name)`,
+    asked once a candidate's records are all known (cached ones first, in the
+    config's order): candidates not to score after it (`Known.skip`)."""
     cfg = setup.config
+
+    def settled(name: str) -> None:
+        if skip_after is None or known.todo[BASE_NAME] or name in known.skipped:
+            return
+        for later in skip_after(name):
+            if later not in known.skipped:
+                known.skip(later)
+                say(f"{later}: not scored (an earlier checkpoint failed; sweep.stop_after_fail)")
+
+    for spec in specs[1:]:
+        if not known.todo[spec.name]:
+            settled(spec.name)
     rounds = setup.thresholds.sequential.enabled
     evaluated = {name: 0 for name in known.todo}
     log_dir = Path(cfg.out) / "logs"
@@ -47,6 +63,8 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
     probe_run = ProbeRun(cfg, [t for p in plans for t in p.probe_texts][:8], engine.kind, say)
     with contextlib.ExitStack() as held:  # baseline locks, taken just before the base is evaluated
         for group in engine.groups(to_serve):
+            if all(s.name != BASE_NAME and not known.todo[s.name] for s in group):
+                continue  # every model of the group was skipped meanwhile
             log_dir.mkdir(parents=True, exist_ok=True)
             say(f"serving {', '.join(m.name for m in group)} ({engine.kind})")
             with engine.serve(group, log_dir) as lms:
@@ -74,6 +92,8 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
                     for p in list(plans_left):
                         dest.put(keys.key(spec.name, p), recs[p.name])
                         known.add(spec.name, p, recs[p.name])
+                    if spec.name != BASE_NAME:
+                        settled(spec.name)
     if published := store.flush():  # a wandb:// store publishes the entries added; a directory: no-op
         say(published)
     if not to_serve:
