@@ -28,7 +28,9 @@ candidate, or `--wandb-run-id` with a single candidate) gets keys without the
 candidate's name instead (`unit_metrics`): gate/verdict, gate/<tier>/verdict,
 gate/<tier>/<task>/{delta,...}, gate/tasks. Two training runs gated this way
 share every key, so W&B's run comparison lines them up; a sweep also reports
-gate/pick, gate/pick_step, gate/pick_epoch.
+gate/pick, gate/pick_step, gate/pick_epoch (and, as W&B copies a history's
+last row into the summary, gate/train_step, gate/epoch, gate/passes,
+gate/picked; the task keys are then overwritten with the pick's).
 
 A verdict is a summary fact, not a point on a curve. The one exception is a
 sweep's forgetting curve, which is a curve over training steps: each
