@@ -6,6 +6,7 @@
 - bench_naive.py      one `lm_eval` run per model per comparison vs one `gate run` (7a)
 - bench_engine.py     the gate's scoring throughput vs vLLM's offline API on the same tokens (7b)
 - bench_scaling.py    `gate run` wall time for 1, 2, 4, 8 LoRA candidates on one server (7c)
+- bench_sweep.py      a sweep of 3 LoRA checkpoints vs gating one of them (issue 13)
 - bench_memory.py     peak RSS of the gate process on a 10,000-item suite (7e)
 
     python bench/run_all.py [--quick] [--only NAME,...]
@@ -32,6 +33,7 @@ FULL = [
     ["bench_naive.py"],
     ["bench_engine.py", "--runs", "3"],
     ["bench_scaling.py", "--runs", "3"],
+    ["bench_sweep.py", "--runs", "3"],
     ["bench_memory.py", "--items", "10000"],
 ]
 QUICK = [
@@ -40,6 +42,7 @@ QUICK = [
     ["bench_gate_run.py", "--runs", "1"],
     ["bench_engine.py", "--runs", "1"],
     ["bench_scaling.py", "--runs", "1", "--counts", "1,2"],
+    ["bench_sweep.py", "--runs", "1"],
     ["bench_memory.py", "--items", "1000"],
 ]
 

@@ -255,3 +255,26 @@ def test_ctrl_c_leaves_no_server_and_no_half_written_file(first_run, tmp_path: P
                  and p.suffix != ".lock"]
     assert leftovers == []
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_a_sweep_through_vllm_picks_the_first_epoch_and_fails_the_last(first_run, toy_world,  # type: ignore[no-untyped-def]
+                                                                        tmp_path: Path) -> None:
+    """Issue 13: the toy overfit run swept through the real engine (one server for
+    its three checkpoints, the base from the store the first run filled): the gate
+    picks checkpoint-100 (epoch 1) and fails checkpoint-300, and the sweep's
+    release passes on the pick."""
+    config, _, _ = first_run
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    cfg["candidates"] = [{"name": "overfit", "sweep": str(toy_world.candidates["overfit"])}]
+    cfg.update(out=str(tmp_path / "out"))
+    cfg.pop("wandb", None)
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    res = CliRunner().invoke(cli, ["run", "--config", str(tmp_path / "gate.yaml")])
+    results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    sweep = results["sweeps"][0]
+    assert [c["candidate"] for c in sweep["checkpoints"]] == ["overfit@100", "overfit@200", "overfit@300"]
+    assert sweep["pick"] == "overfit@100", sweep["reason"]
+    assert sweep["checkpoints"][-1]["verdict"] == "FAIL"
+    assert res.exit_code == 0, res.output
+    assert "serving base, overfit@100, overfit@200, overfit@300 (vllm)" in res.output
+    assert "<- picked" in res.output

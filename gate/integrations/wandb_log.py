@@ -487,4 +487,4 @@ def log_verdict(results: dict[str, Any], out: Path, cfg: RunConfig, say: Callabl
             say(f"warning: W&B logging failed: {exc.render()}")
             continue
         where = info.url or (f"offline, in {info.run_dir}; upload with `wandb sync`" if info.run_dir else "offline")
-        say(f"W&B: logged {unit or 'the run'} to run {info.run_id} ({where})")
+        say(f"W&B: logged {unit + ' ' if unit else ''}to run {info.run_id} ({where})")
