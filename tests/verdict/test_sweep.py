@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_calibration import ALPHA, MARGIN, acc_records, binary_cell, binary_pair, bound
+from test_calibration import ALPHA, MARGIN, acc_records, binary_cell, bound
 
 from gate.config.policy import TaskPolicy
 from gate.config.sweep import Checkpoint, Sweep
 from gate.verdict.judge import Verdict
 from gate.verdict.run import CandidateRecords, judge_run
 from gate.verdict.stats import binary_pvalues
-from gate.verdict.sweep import judge_sweep, policies_for
+from gate.verdict.sweep import policies_for
 
 GAIN = TaskPolicy(tier="target", kind="gain", absolute=0.10, relative=None, alpha=ALPHA, inconclusive="fail")
 DROP = TaskPolicy(tier="general", kind="drop", absolute=MARGIN, relative=None, alpha=ALPHA, inconclusive="fail")
