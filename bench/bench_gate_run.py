@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from benchlib import toy_gate_config
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = r"""
@@ -58,18 +58,12 @@ def main() -> None:
     ap.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
     args = ap.parse_args()
     from gate import toy
-    from gate.cli.demo import demo_config
 
     world = toy.build()
     firsts, reruns = [], []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="gate-bench-") as tmp:
-            work = Path(tmp)
-            cfg = demo_config(world, work / "out", args.engine, REPO)
-            cfg["baseline"]["store"] = str(work / "store")
-            cfg["cache_dir"] = str(work / "cache")
-            config = work / "gate.yaml"
-            config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+            config = toy_gate_config(world, Path(tmp), args.engine)
             firsts.append(one(config))
             reruns.append(one(config))
     med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731

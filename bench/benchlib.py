@@ -79,3 +79,22 @@ def run_in_child(runner: str, config: Path) -> dict[str, Any]:
     if line is None:
         raise SystemExit(f"gate run failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
     return dict(json.loads(line[len("BENCH "):]))
+
+
+def toy_gate_config(world: Any, work: Path, engine: str, *, wandb: bool = True, **changes: Any) -> Path:
+    """The demo's run config for the toy world with its output, baseline store and
+    caches inside `work` (every run starts cold), `changes` applied on top;
+    written to work/gate.yaml. `wandb=False` drops the demo's offline W&B run."""
+    import yaml
+
+    from gate.cli.demo import demo_config
+
+    cfg = demo_config(world, work / "out", engine, REPO)
+    cfg["baseline"]["store"] = str(work / "store")
+    cfg["cache_dir"] = str(work / "cache")
+    if not wandb:
+        cfg.pop("wandb", None)
+    cfg.update(changes)
+    config = work / "gate.yaml"
+    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return config

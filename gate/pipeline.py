@@ -72,8 +72,7 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     say(f"planned {len(plans)} task(s) of suite {setup.suite.name}")
     policies = {p.name: th.policy_for(p.task.tier, p.name) for p in plans}
     by_candidate = {c.name: policies_for(c.name, policies, setup.sweeps) for c in cfg.candidates}
-    keys = RunKeys(setup, plans, engine_kind=engine.kind, engine_version=engine.version(), policies=policies,
-                   candidate_policies=by_candidate)
+    keys = RunKeys(setup, plans, engine_kind=engine.kind, engine_version=engine.version(), policies=by_candidate)
     store, records_cache = open_store(cfg.baseline.store), records_cache_for(cfg.cache_dir)   # baseline
     known = lookup(store, records_cache, keys, plans, store_label=str(cfg.baseline.store),
                    require=cfg.baseline.require, rounds=th.sequential.enabled, say=say)

@@ -28,8 +28,7 @@ class RunKeys:
     """Keys for one run: built once from the config, the plans and the engine."""
 
     def __init__(self, setup: GateSetup, plans: Sequence[TaskPlan], *, engine_kind: str, engine_version: str,
-                 policies: Mapping[str, TaskPolicy],
-                 candidate_policies: Mapping[str, Mapping[str, TaskPolicy]] | None = None) -> None:
+                 policies: Mapping[str, Mapping[str, TaskPolicy]]) -> None:
         cfg = setup.config
         self._cfg = cfg
         self._engine_kind, self.engine_version = engine_kind, engine_version
@@ -53,12 +52,9 @@ class RunKeys:
                 "base": base_keys,
             }))
 
-        #: what the rounds of each candidate depend on (a sweep's checkpoints
-        #: are judged at alpha/K, so their looks differ from a lone candidate's)
-        default = rounds_digest(policies)
-        self._rounds = {c.name: rounds_digest(candidate_policies[c.name])
-                        if candidate_policies and c.name in candidate_policies else default
-                        for c in cfg.candidates}
+        #: what the rounds of each candidate depend on; `policies` are per candidate
+        #: (a sweep's checkpoints are judged at alpha/K, so their looks differ)
+        self._rounds = {c.name: rounds_digest(policies[c.name]) for c in cfg.candidates}
 
     def key(self, model: str, plan: TaskPlan) -> fp.BaselineKey:
         """The key under which `model`'s records of `plan` are stored."""

@@ -173,16 +173,21 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
         "gate/not_shown_safe": release.get("not_shown_safe", 0),
     }
     for candidate in results["candidates"]:
-        prefix = f"gate/{candidate['name']}"
-        summary[f"{prefix}/verdict"] = candidate["verdict"]
-        summary[f"{prefix}/label"] = candidate.get("label") or candidate["verdict"]
-        summary[f"{prefix}/not_shown_safe"] = len(candidate.get("not_shown_safe", []))
-        for tier in candidate["tiers"]:
-            summary[f"{prefix}/{tier['tier']}/verdict"] = tier["verdict"]
-            for task in tier["tasks"]:
-                for field in TASK_SUMMARY_FIELDS:
-                    summary[f"{prefix}/{tier['tier']}/{task['task']}/{field}"] = task[field]
+        summary.update(_candidate_keys(f"gate/{candidate['name']}", candidate))
     return summary
+
+
+def _candidate_keys(prefix: str, candidate: dict[str, Any]) -> dict[str, Any]:
+    """One candidate's verdict, label, tiers and task figures under `prefix`."""
+    keys: dict[str, Any] = {f"{prefix}/verdict": candidate["verdict"],
+                            f"{prefix}/label": candidate.get("label") or candidate["verdict"],
+                            f"{prefix}/not_shown_safe": len(candidate.get("not_shown_safe", []))}
+    for tier in candidate["tiers"]:
+        keys[f"{prefix}/{tier['tier']}/verdict"] = tier["verdict"]
+        for task in tier["tasks"]:
+            for field in TASK_SUMMARY_FIELDS:
+                keys[f"{prefix}/{tier['tier']}/{task['task']}/{field}"] = task[field]
+    return keys
 
 
 def release_units(results: dict[str, Any]) -> list[str]:
@@ -209,25 +214,16 @@ def unit_metrics(results: dict[str, Any], unit: str) -> dict[str, Any]:
                                "gate/release_reason": results["release"]["reason"]}
     if sweep is not None:
         pick = next((c for c in sweep["checkpoints"] if c["candidate"] == sweep["pick"]), None)
-        summary.update({"gate/verdict": "PASS" if pick else "FAIL", "gate/label": pick["verdict_label"]
-                        if pick else "FAIL", "gate/reason": sweep["reason"],
-                        "gate/pick": sweep["pick"] or "", "gate/pick_step": pick["step"] if pick else None,
+        summary.update({"gate/reason": sweep["reason"], "gate/pick": sweep["pick"] or "",
+                        "gate/pick_step": pick["step"] if pick else None,
                         "gate/pick_epoch": pick["epoch"] if pick else None})
         if pick is None:
-            return summary
-    elif candidate is not None:
-        summary.update({"gate/verdict": candidate["verdict"], "gate/reason": candidate["reason"],
-                        "gate/label": candidate.get("label") or candidate["verdict"]})
+            return {**summary, "gate/verdict": "FAIL", "gate/label": "FAIL"}
     if candidate is None:
         raise InputError(f"no candidate or sweep named {unit!r} in the results", key="wandb_run",
                          fix="name a candidate of this run")
-    summary["gate/not_shown_safe"] = len(candidate.get("not_shown_safe", []))
-    for tier in candidate["tiers"]:
-        summary[f"gate/{tier['tier']}/verdict"] = tier["verdict"]
-        for task in tier["tasks"]:
-            for field in TASK_SUMMARY_FIELDS:
-                summary[f"gate/{tier['tier']}/{task['task']}/{field}"] = task[field]
-    return summary
+    summary.setdefault("gate/reason", candidate["reason"])
+    return {**summary, **_candidate_keys("gate", candidate)}
 
 
 #: the step metric a sweep's history rows are plotted against (the training step)

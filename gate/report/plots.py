@@ -80,9 +80,7 @@ def forest_svg(candidate: dict[str, Any], *, id_prefix: str = "forest") -> str:
             shared += [v for v in (point, low, high, thr, 0.0) if v is not None]
     shared_limits = _limits(shared) if shared else None
 
-    rc: dict[Any, Any] = {"svg.hashsalt": f"gate-forest-{candidate['name']}", "svg.fonttype": "path",
-          "font.family": "DejaVu Sans", "font.size": 8}
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context(_rc(f"gate-forest-{candidate['name']}")):
         fig = Figure(figsize=(FIGURE_WIDTH_IN, ROW_HEIGHT_IN * len(rows) + 0.9))
         axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
         fig.subplots_adjust(left=0.34, right=0.84, top=1 - 0.3 / fig.get_figheight(),
@@ -112,12 +110,20 @@ def forest_svg(candidate: dict[str, Any], *, id_prefix: str = "forest") -> str:
                 ax.text(-0.52, 0.95, tier.upper(), transform=ax.transAxes, ha="left",
                         va="bottom", fontsize=8, fontweight="bold", color="#57606a")
                 previous_tier = tier
-        fig.text(0.34, 0.08 / fig.get_figheight(),
-                 "candidate − base, right is better (accuracy-like in points); "
-                 "red: threshold, dashed: no change",
-                 fontsize=7, color="#57606a", ha="left", va="bottom")
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
+        return _render(fig, 0.34, "candidate − base, right is better (accuracy-like in points); "
+                                  "red: threshold, dashed: no change", id_prefix)
+
+
+def _rc(salt: str) -> dict[Any, Any]:
+    """matplotlib settings for a deterministic, font-free SVG (see the module docstring)."""
+    return {"svg.hashsalt": salt, "svg.fonttype": "path", "font.family": "DejaVu Sans", "font.size": 8}
+
+
+def _render(fig: Figure, left: float, note: str, id_prefix: str) -> str:
+    """The figure with its footnote, as an inline `<svg>` (call inside the rc context)."""
+    fig.text(left, 0.08 / fig.get_figheight(), note, fontsize=7, color="#57606a", ha="left", va="bottom")
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
     return _inline(buffer.getvalue(), id_prefix)
 
 
@@ -164,11 +170,9 @@ def sweep_svg(sweep: dict[str, Any], candidates: list[dict[str, Any]], *, id_pre
     points = sweep["checkpoints"]
     xs = [p["step"] if p["step"] is not None else (points[i - 1]["step"] or 0) + 1 if i else 0
           for i, p in enumerate(points)]
-    rc: dict[Any, Any] = {"svg.hashsalt": f"gate-sweep-{sweep['name']}", "svg.fonttype": "path",
-                          "font.family": "DejaVu Sans", "font.size": 8}
     cols = min(3, len(tasks))
     rows = -(-len(tasks) // cols)
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context(_rc(f"gate-sweep-{sweep['name']}")):
         fig = Figure(figsize=(FIGURE_WIDTH_IN, 2.1 * rows + 0.5))
         axes = fig.subplots(rows, cols, squeeze=False)
         fig.subplots_adjust(left=0.08, right=0.98, top=1 - 0.35 / fig.get_figheight(),
@@ -217,10 +221,5 @@ def sweep_svg(sweep: dict[str, Any], candidates: list[dict[str, Any]], *, id_pre
                 ax.spines[side].set_visible(False)
             ax.set_title(f"{tier.upper()}  {name}", fontsize=7.5, loc="left", parse_math=False)
             ax.set_ylabel(unit, fontsize=6.5, parse_math=False)
-        fig.text(0.08, 0.08 / fig.get_figheight(),
-                 "candidate − base per checkpoint (x: step), up is better; red: threshold, dashed: no change, "
-                 "green: the pick; triangles: off the scale",
-                 fontsize=7, color="#57606a", ha="left", va="bottom")
-        buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
-    return _inline(buffer.getvalue(), id_prefix)
+        return _render(fig, 0.08, "candidate − base per checkpoint (x: step), up is better; red: threshold, "
+                                  "dashed: no change, green: the pick; triangles: off the scale", id_prefix)
