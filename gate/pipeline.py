@@ -16,6 +16,7 @@ from typing import Any
 
 from gate.config.load import GateSetup
 from gate.config.models import Suite, Thresholds
+from gate.evaluate.progress import Track, no_track
 from gate.serve.base import BASE_NAME, Engine
 
 Progress = Callable[[str], None]
@@ -37,8 +38,12 @@ class GateResult:
         return str(self.results["release"]["verdict"])
 
 
-def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | None = None) -> GateResult:
+def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | None = None,
+        track: Track | None = None) -> GateResult:
     """Gate the setup's candidates against the base; write results and reports.
+
+    `progress` gets the stages as lines; `track` each model's scoring as it
+    goes (gate.evaluate.progress), for a live display.
 
     Raises GateError subclasses for bad input (exit 2, every problem at once,
     before anything is served) and infrastructure failures (exit 3); a
@@ -80,7 +85,7 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
                                       plans=plans, policies=by_candidate,                           # evaluate
                                       task_manager=checked.task_manager, store=store,
                                       records_cache=records_cache, say=say,
-                                      skip_after=_stop_after_fail(setup, known, plans, policies))
+                                      settle=_settle(setup, known, plans, policies), track=track or no_track)
     verdict = judge_run(known.records[BASE_NAME],                                   # verdict
                         [CandidateRecords(c.name, c.kind, known.records[c.name]) for c in cfg.candidates
                          if c.name not in known.skipped],
@@ -99,30 +104,29 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
                       evaluated=evaluated)
 
 
-def _stop_after_fail(setup: GateSetup, known: Any, plans: Sequence[Any],
-                     policies: Mapping[str, Any]) -> Callable[[str], list[str]] | None:
-    """With sweep.stop_after_fail: once a checkpoint's records are in, judge it
-    (as the verdict stage will, at alpha/K); a FAIL skips the sweep's later
-    checkpoints. None when the option is off or there is no sweep."""
-    if not setup.thresholds.sweep.stop_after_fail or not setup.sweeps:
-        return None
+def _settle(setup: GateSetup, known: Any, plans: Sequence[Any], policies: Mapping[str, Any]) -> Callable[[str], Any]:
+    """Judge one candidate as soon as its records are in (as the verdict stage
+    will, a sweep's checkpoint at alpha/K): its verdict line for the progress
+    display and, with sweep.stop_after_fail, the sweep's later checkpoints to
+    skip when it FAILs."""
+    from gate.evaluate.score import Settled
     from gate.verdict.judge import Verdict
     from gate.verdict.run import CandidateRecords, judge_run
 
     tiers = {p.name: p.task.tier for p in plans}
+    kinds = {c.name: c.kind for c in setup.config.candidates}
 
-    def skip_after(name: str) -> list[str]:
-        sweep = next((s for s in setup.sweeps if name in s.candidates), None)
-        if sweep is None:
-            return []
-        judged = judge_run(known.records[BASE_NAME], [CandidateRecords(name, sweep.kind, known.records[name])],
+    def settle(name: str) -> Settled:
+        sweeps = [s for s in setup.sweeps if name in s.candidates]
+        judged = judge_run(known.records[BASE_NAME], [CandidateRecords(name, kinds[name], known.records[name])],
                            tiers=tiers, policies=policies, family=setup.thresholds.family, release=None,
-                           sweeps=[sweep])
-        if judged.candidates[0].verdict is not Verdict.FAIL:
-            return []
-        return sweep.candidates[sweep.candidates.index(name) + 1:]
+                           sweeps=sweeps).candidates[0]
+        line = f"{judged.label}: {judged.reason}"
+        if not (sweeps and setup.thresholds.sweep.stop_after_fail and judged.verdict is Verdict.FAIL):
+            return Settled(line)
+        return Settled(line, sweeps[0].candidates[sweeps[0].candidates.index(name) + 1:])
 
-    return skip_after
+    return settle
 
 
 def compare(base_dir: Path, candidates: Sequence[tuple[str, Path]], thresholds: Thresholds, *, out: Path,

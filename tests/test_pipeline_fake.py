@@ -139,3 +139,40 @@ def test_base_at_chance_is_flagged_not_compared(world: Path) -> None:
     for cand in result.results["candidates"]:
         general = next(t for t in cand["tiers"] if t["tier"] == "general")["tasks"][0]
         assert general["verdict"] == "INCONCLUSIVE" and "base_at_chance" in general["flags"]
+
+
+def test_progress_events_follow_each_model_to_its_verdict(world: Path) -> None:
+    """The live display's feed: every model is announced with the items it
+    plans, moves forward round by round without going back, and ends with its
+    verdict line, the same verdict results.json gives. A rerun announces every
+    model as cached, each candidate with its verdict (nothing scored)."""
+    from gate.evaluate.progress import ModelProgress
+
+    events: list[ModelProgress] = []
+    result = run(load_setup(world / "gate.yaml"), engine=_engine(), track=events.append)
+
+    by_model: dict[str, list[ModelProgress]] = {}
+    for e in events:
+        by_model.setdefault(e.model, []).append(e)
+    assert list(by_model) == ["base", "good", "forgetful"]
+    for name, seen in by_model.items():
+        assert seen[0].state == "queued" and seen[0].planned > 0, name
+        assert seen[-1].state == "done", name
+        scoring = [e for e in seen if e.state == "scoring"]
+        assert scoring and [e.done for e in scoring] == sorted(e.done for e in scoring), name
+        assert all(e.planned == seen[0].planned for e in seen), name
+    assert by_model["base"][-1].done == by_model["base"][-1].planned and by_model["base"][-1].verdict is None
+    rounds = [e.round for e in by_model["good"] if e.state == "scoring"]
+    assert rounds[0] == 1 and len(set(rounds)) > 1  # early stopping: its rounds are shown
+    verdicts = {c["name"]: c for c in result.results["candidates"]}
+    for name in ("good", "forgetful"):
+        last = by_model[name][-1]
+        assert last.verdict == f"{verdicts[name]['label']}: {verdicts[name]['reason']}"
+        assert 0 < last.done <= last.planned
+    assert by_model["forgetful"][-1].done < by_model["forgetful"][-1].planned  # stopped early: it failed
+
+    events.clear()
+    run(load_setup(world / "gate.yaml"), engine=_engine(), track=events.append)
+    assert [(e.model, e.state) for e in events] == [("base", "cached"), ("good", "cached"), ("forgetful", "cached"),
+                                                    ("good", "cached"), ("forgetful", "cached")]
+    assert events[-1].verdict.startswith("FAIL: ")

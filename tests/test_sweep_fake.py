@@ -129,3 +129,38 @@ def test_wandb_gets_the_curve_on_the_training_step_axis_and_keys_that_line_up(
     assert lone["summary"]["gate/verdict"] == "PASS"
     assert keys(swept["summary"]) == keys(lone["summary"])
     assert not any("ft@" in k or "/lone/" in k for k in swept["summary"] | lone["summary"])
+
+
+def test_stop_after_fail_scores_nothing_after_the_first_failing_checkpoint(tmp_path: Path) -> None:
+    """sweep.stop_after_fail: true saves the compute of checkpoints after the first
+    FAIL. Here checkpoint-200 already forgets, so checkpoint-300 is never served:
+    the engine is never asked for it, the curve shows it as not scored, and the
+    pick is the checkpoint before the failure. A second run, all cached, skips it
+    the same way."""
+    _training_run(tmp_path / "ft")
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text((REPO / "thresholds.yaml").read_text(encoding="utf-8")
+                          + "\nsweep:\n  stop_after_fail: true\n", encoding="utf-8")
+    config = _world(tmp_path, [{"name": "ft", "sweep": "ft"}])
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
+    config.write_text(yaml.safe_dump({**cfg, "thresholds": str(thresholds)}), encoding="utf-8")
+    engine_skills = {"base": BASE, "ft@100": LEARNING, "ft@200": FORGOT, "ft@300": LEARNED}
+    said: list[str] = []
+
+    result = run(load_setup(config), engine=FakeEngine(engine_skills), progress=said.append)
+
+    assert result.evaluated["ft@300"] == 0 and result.evaluated["ft@200"] > 0
+    assert "ft@300: not scored (an earlier checkpoint failed; sweep.stop_after_fail)" in said
+    sweep = result.results["sweeps"][0]
+    assert [(c["candidate"], c["verdict"]) for c in sweep["checkpoints"]] == [
+        ("ft@100", "PASS"), ("ft@200", "FAIL"), ("ft@300", "NOT_SCORED")]
+    assert sweep["pick"] == "ft@100" and result.exit_code == 0
+    assert "ft@300" not in [c["name"] for c in result.results["candidates"]]
+    summary = (result.out_dir / "summary.md").read_text(encoding="utf-8")
+    assert "not scored" in summary
+
+    said.clear()
+    again = run(load_setup(config), engine=FakeEngine(engine_skills), progress=said.append)
+    assert again.evaluated == {name: 0 for name in again.evaluated}
+    assert "ft@300: not scored (an earlier checkpoint failed; sweep.stop_after_fail)" in said
+    assert again.results["sweeps"][0]["pick"] == "ft@100"

@@ -79,7 +79,7 @@ def run_quietly(setup: GateSetup, *, verbose: bool = False, quiet_flag: bool = F
     log_file = Path(setup.config.out) / "logs" / "gate.log"
     term = terminal_console()  # before the streams go to the log
     with quiet(log_file, enabled=not verbose), StageLine(term, show=not quiet_flag) as stage:
-        result = run(setup, progress=stage)
+        result = run(setup, progress=stage, track=stage.model)
     if not verbose and not quiet_flag:
         click.echo(f"log: {log_file} (lm-eval, datasets and transformers output)", err=True)
     return result

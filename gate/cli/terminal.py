@@ -31,9 +31,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
 
 from gate.errors import GateError, InfraError, InputError
+from gate.evaluate.progress import ModelProgress
 
 Say = Callable[[str], None]
 
@@ -185,8 +191,12 @@ def _undo(log_file: Path, size_before: int | None, made: list[Path]) -> None:
 
 
 class StageLine:
-    """The gate's progress lines: printed above one live status line on a
-    terminal; plain lines in a log, the frequent ones at most every few seconds."""
+    """What a person watches during a run. On a terminal: one live display, a
+    row per model (its tasks, items scored of planned, round, items per second,
+    time left; its verdict line once done) above a status line with the latest
+    stage; stages that matter stay printed above it. In a log (CI): plain lines,
+    the frequent ones (rounds) at most every few seconds, and each model's
+    verdict line when it is known."""
 
     FREQUENT = (": round ",)
 
@@ -194,29 +204,122 @@ class StageLine:
         self.console, self.show = console, show
         self.started = time.monotonic()
         self._last_plain = 0.0
-        self._status: Any = None
+        self._live: Live | None = None
+        self.board = ModelBoard()
+        self.status = "starting"
 
     def __enter__(self) -> StageLine:
         if self.show and self.console.is_terminal:
-            self._status = self.console.status("gate: starting", spinner="dots")
-            self._status.__enter__()
+            self._live = Live(self, console=self.console, refresh_per_second=4, transient=False,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._status is not None:
-            self._status.__exit__(None, None, None)
+        if self._live is not None:
+            self.status = ""
+            self._live.__exit__(None, None, None)
+
+    def __rich__(self) -> RenderableType:
+        parts: list[RenderableType] = []
+        if self.board.rows:
+            parts.append(self.board.render(time.monotonic()))
+        if self.status:
+            line = Table.grid(padding=(0, 1))
+            line.add_row(Spinner("dots", style="green"), Text(f"gate [{self._stamp()}]: {self.status}"))
+            parts.append(line)
+        return Group(*parts)
+
+    def _stamp(self) -> str:
+        elapsed = time.monotonic() - self.started
+        return f"{int(elapsed // 60):d}:{int(elapsed % 60):02d}"
 
     def __call__(self, message: str) -> None:
         if not self.show:
             return
-        elapsed = time.monotonic() - self.started
-        stamp = f"{int(elapsed // 60):d}:{int(elapsed % 60):02d}"
         frequent = any(marker in message for marker in self.FREQUENT)
-        if self._status is not None:
-            self._status.update(f"gate [{stamp}]: {message}")
+        if self._live is not None:
+            self.status = message
             if frequent:
                 return
         elif frequent and time.monotonic() - self._last_plain < PLAIN_EVERY_S:
             return
         self._last_plain = time.monotonic()
-        self.console.print(f"[dim]gate {stamp}:[/] {message}", highlight=False, soft_wrap=True)
+        self.console.print(f"[dim]gate {self._stamp()}:[/] {message}", highlight=False, soft_wrap=True)
+
+    def model(self, event: ModelProgress) -> None:
+        """A model's scoring moved on (gate.evaluate.progress)."""
+        if not self.show:
+            return
+        self.board.update(event, time.monotonic())
+        if self._live is not None:
+            self._live.refresh()  # a round can be shorter than the display's refresh period
+        elif event.verdict is not None:
+            self.console.print(f"[dim]gate {self._stamp()}:[/] {escape(event.model)}: "
+                               f"{_verdict_markup(event.verdict)}", highlight=False, soft_wrap=True)
+
+
+class ModelBoard:
+    """The rows of the live display: each model's latest event, and when its
+    scoring started (for the rate and the time left)."""
+
+    #: the widest the tasks / verdict column gets
+    TEXT_WIDTH = 80
+
+    def __init__(self) -> None:
+        self.rows: dict[str, ModelProgress] = {}
+        self.since: dict[str, float] = {}
+        self.ended: dict[str, float] = {}
+
+    def update(self, event: ModelProgress, now: float) -> None:
+        if event.state == "scoring":
+            self.since.setdefault(event.model, now)
+        elif event.state == "done" and event.model in self.since:
+            self.ended.setdefault(event.model, now)
+        self.rows[event.model] = event
+
+    def render(self, now: float) -> Table:
+        table = Table.grid(padding=(0, 2))
+        for i, justify in enumerate(("left", "left", "right", "right", "right", "left")):
+            # one line per model: a long verdict line is cut (the tables below hold it whole)
+            table.add_column(justify=justify, no_wrap=True, overflow="ellipsis",
+                             max_width=self.TEXT_WIDTH if i == 1 else None)
+        for name, row in self.rows.items():
+            table.add_row(*self._cells(name, row, now))
+        return table
+
+    def _cells(self, name: str, row: ModelProgress, now: float) -> list[RenderableType]:
+        who = Text(name, style="bold")
+        if row.state == "queued":
+            return [who, Text("queued", style="dim"), Text(f"{row.planned:,} items", style="dim"), "", "", ""]
+        if row.state == "skipped":
+            return [who, Text("not scored (sweep.stop_after_fail)", style="dim"), "", "", "", ""]
+        if row.state in ("done", "cached"):
+            took = self.ended.get(name, now) - self.since[name] if name in self.since else None
+            how = "cached" if row.state == "cached" else f"{row.done:,} items"
+            when = "" if took is None else _clock(took)
+            what = (Text.from_markup(_verdict_markup(row.verdict)) if row.verdict
+                    else Text("scored" if row.state == "done" else "known", style="green"))
+            return [who, what, Text(how, style="dim"), Text(when, style="dim"), "", ""]
+        took = now - self.since.get(name, now)
+        rate = row.done / took if row.done and took > 0 else None
+        tasks = ", ".join(row.tasks[:2]) + (f" +{len(row.tasks) - 2}" if len(row.tasks) > 2 else "")
+        where = f"round {row.round}: {tasks}" if row.round is not None else tasks
+        eta = ""
+        if rate:
+            eta = f"{'≤ ' if row.round is not None else ''}{_clock((row.planned - row.done) / rate)} left"
+        return [who, Text(where), f"{row.done:,} / {row.planned:,} items",
+                f"{rate:,.1f} items/s" if rate else "", eta, Text(_clock(took), style="dim")]
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60:d}:{seconds % 60:02d}"
+
+
+def _verdict_markup(line: str) -> str:
+    """"FAIL: general tier fails..." with the verdict word coloured."""
+    word, _, rest = line.partition(":")
+    style = {"PASS": "bold green", "FAIL": "bold red"}.get(word.split(" ")[0], "bold")
+    return f"[{style}]{escape(word)}[/]" + (f":{escape(rest)}" if rest else "")

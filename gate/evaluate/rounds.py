@@ -70,6 +70,8 @@ VALUE_SLACK = 1e-9
 
 Evaluate = Callable[[list[TaskPlan]], Mapping[str, TaskRecords]]
 Say = Callable[[str], None]
+#: told as each round starts: (round number, items scored so far, tasks still scored)
+RoundTrack = Callable[[int, int, Sequence[str]], None]
 
 
 @dataclass
@@ -155,9 +157,8 @@ def sequential_note(base: TaskRecords, policy: TaskPolicy) -> str | None:
 def score_in_rounds(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
                     policies: Mapping[str, TaskPolicy], settings: SequentialConfig, *,
                     seed: int, evaluate: Evaluate, say: Say | None = None,
-                    label: str = "candidate", family: str = "tier"
-                    ) -> tuple[dict[str, TaskRecords],
-                                                        dict[str, SequentialOutcome]]:
+                    label: str = "candidate", family: str = "tier", at: RoundTrack | None = None,
+                    ) -> tuple[dict[str, TaskRecords], dict[str, SequentialOutcome]]:
     """Score one candidate's tasks in rounds; return its records and each task's outcome.
 
     `base` holds the base model's full records per task, `policies` each
@@ -166,8 +167,11 @@ def score_in_rounds(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
     per task. The returned records hold the items actually used, in scoring
     order; pair them with the base by doc id. `family` is the thresholds'
     `family` (tier or candidate): the tasks the FAIL side's alpha is split over.
+    `at(round, items scored, tasks still scored)` is told as each round starts
+    and once more at the end (with no tasks left).
     """
     say = say or (lambda _msg: None)
+    at = at or (lambda _round, _done, _tasks: None)
     runs = _prepare(plans, base, policies, settings, seed, family)
     round_no = 0
     while True:
@@ -183,6 +187,7 @@ def score_in_rounds(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
             subplans.append(replace(r.plan, selection=_round_selection(r, upto)))
         say(f"{label}: round {round_no}, {sum(map(len, wanted.values())):,} items of "
             f"{len(active)} task(s)")
+        at(round_no, sum(r.done for r in runs), [r.name for r in active])
         got = evaluate(subplans)
         for r in active:
             _absorb(r, got, wanted[r.name], say, label)
@@ -194,6 +199,7 @@ def score_in_rounds(plans: Sequence[TaskPlan], base: Mapping[str, TaskRecords],
             if stopping:
                 say(f"{label}: {failed[0]} failed; stopping {len(stopping)} other task(s) "
                     "(fail_fast)")
+    at(round_no, sum(r.done for r in runs), [])
     records = {r.name: concat_records(r.parts) for r in runs}
     return records, {r.name: r.outcome() for r in runs}
 

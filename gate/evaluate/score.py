@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gate.baseline.keys import RunKeys
 from gate.baseline.lookup import Known, claim_missing_baselines
@@ -22,40 +22,61 @@ from gate.config.load import GateSetup
 from gate.config.policy import TaskPolicy
 from gate.evaluate.harness import evaluate_model
 from gate.evaluate.plan import TaskPlan
+from gate.evaluate.progress import ModelProgress, Track, no_track
 from gate.evaluate.records import TaskRecords
-from gate.evaluate.rounds import score_in_rounds, with_outcome
+from gate.evaluate.rounds import RoundTrack, score_in_rounds, with_outcome
 from gate.serve.base import BASE_NAME, Engine, ModelSpec
 from gate.serve.probes import ProbeResult, ProbeRun
 
 Say = Callable[[str], None]
 
 
+class Settled(NamedTuple):
+    """What the pipeline makes of a candidate once all its records are known."""
+
+    #: its verdict in one line, for the progress display
+    verdict: str
+    #: candidates not to score after it (a sweep's later checkpoints under
+    #: sweep.stop_after_fail)
+    skip: Sequence[str] = ()
+
+
 def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys, *, specs: list[ModelSpec],
                   plans: list[TaskPlan],
                   policies: Mapping[str, Mapping[str, TaskPolicy]], task_manager: Any, store: BaselineStore,
                   records_cache: BaselineStore, say: Say,
-                  skip_after: Callable[[str], Sequence[str]] | None = None,
+                  settle: Callable[[str], Settled] | None = None, track: Track = no_track,
                   ) -> tuple[dict[str, int], list[ProbeResult]]:
     """Fill `known` with every missing task's records. Returns the number of tasks
     evaluated per model (0 = all reused) and the probes' results. `policies`:
-    per candidate, the task policies its rounds look with. `skip_after(name)`,
-    asked once a candidate's records are all known (cached ones first, in the
-    config's order): candidates not to score after it (`Known.skip`)."""
+    per candidate, the task policies its rounds look with. `settle(name)`, asked
+    once a candidate's records and the base's are all known (cached ones first,
+    in the config's order): its verdict line and the candidates not to score
+    after it (`Known.skip`). `track` follows each model's scoring."""
     cfg = setup.config
+    done_settling: set[str] = set()
 
     def settled(name: str) -> None:
-        if skip_after is None or known.todo[BASE_NAME] or name in known.skipped:
+        if settle is None or known.todo[BASE_NAME] or known.todo[name] or name in known.skipped | done_settling:
             return
-        for later in skip_after(name):
+        done_settling.add(name)
+        outcome = settle(name)
+        track(ModelProgress(name, "cached" if not evaluated[name] else "done", done=scored[name],
+                            planned=planned[name], verdict=outcome.verdict))
+        for later in outcome.skip:
             if later not in known.skipped:
                 known.skip(later)
+                track(ModelProgress(later, "skipped", planned=planned[later]))
                 say(f"{later}: not scored (an earlier checkpoint failed; sweep.stop_after_fail)")
 
-    for spec in specs[1:]:
-        if not known.todo[spec.name]:
-            settled(spec.name)
-    rounds = setup.thresholds.sequential.enabled
     evaluated = {name: 0 for name in known.todo}
+    scored = {name: 0 for name in known.todo}
+    planned = {name: sum(p.n_items for p in known.todo[name]) for name in known.todo}
+    for spec in specs:
+        track(ModelProgress(spec.name, "queued" if known.todo[spec.name] else "cached", planned=planned[spec.name]))
+    for spec in specs[1:]:
+        settled(spec.name)
+    rounds = setup.thresholds.sequential.enabled
     log_dir = Path(cfg.out) / "logs"
     to_serve = [s for s in specs if known.todo[s.name]]
     if any(s.kind == "lora" for s in to_serve) and not known.todo[BASE_NAME]:
@@ -83,17 +104,26 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
                                  ) -> dict[str, TaskRecords]:
                         return evaluate_model(lm, sub, task_manager=task_manager, cache_path=cache)
 
+                    def at(round_no: int | None, done: int, tasks: Sequence[str], name: str = spec.name) -> None:
+                        scored[name] = done
+                        track(ModelProgress(name, "scoring", done=done, planned=planned[name], tasks=tuple(tasks),
+                                            round=round_no))
+
                     if spec.name != BASE_NAME and rounds:
                         recs = _in_rounds(spec.name, plans_left, known.records[BASE_NAME], policies[spec.name], setup,
-                                          evaluate, say)
+                                          evaluate, say, at)
                     else:
+                        at(None, 0, [p.name for p in plans_left])
                         recs = evaluate(plans_left)
+                        scored[spec.name] = planned[spec.name]
                     dest = store if spec.name == BASE_NAME else records_cache
                     for p in list(plans_left):
                         dest.put(keys.key(spec.name, p), recs[p.name])
                         known.add(spec.name, p, recs[p.name])
-                    if spec.name != BASE_NAME:
-                        settled(spec.name)
+                    if spec.name == BASE_NAME:
+                        track(ModelProgress(BASE_NAME, "done", done=scored[BASE_NAME], planned=planned[BASE_NAME]))
+                    for other in specs[1:]:  # this one, or those cached before the base was known
+                        settled(other.name)
     if published := store.flush():  # a wandb:// store publishes the entries added; a directory: no-op
         say(published)
     if not to_serve:
@@ -106,11 +136,11 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
 
 def _in_rounds(name: str, plans: list[TaskPlan], base: dict[str, TaskRecords], policies: Mapping[str, TaskPolicy],
                setup: GateSetup, evaluate: Callable[[list[TaskPlan]], dict[str, TaskRecords]],
-               say: Say) -> dict[str, TaskRecords]:
+               say: Say, at: RoundTrack) -> dict[str, TaskRecords]:
     """A candidate scored in rounds (gate.evaluate.rounds), each task carrying its outcome."""
     th = setup.thresholds
     recs, outcomes = score_in_rounds(plans, base, policies, th.sequential, seed=th.seed, evaluate=evaluate,
-                                     say=say, label=name, family=th.family)
+                                     say=say, label=name, family=th.family, at=at)
     used = sum(o.n_used for o in outcomes.values())
     total = sum(o.n_total for o in outcomes.values())
     say(f"{name}: scored {used:,} of {total:,} items")

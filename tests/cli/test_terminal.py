@@ -42,6 +42,8 @@ def test_quiet_by_default_libraries_in_the_log(config: Path) -> None:
         assert line not in shown, line
     assert "planned 3 task(s) of suite" in done.stderr          # the gate's stages
     assert "evaluating base" in done.stderr
+    verdict = next(line for line in done.stdout.splitlines() if line.startswith("good ("))
+    assert f"good: {verdict.split(': ', 1)[1].strip()}:" in done.stderr  # its verdict line, as soon as known
     assert "release:" in done.stdout and "results: " in done.stdout
     log = (config.parent / "out" / "logs" / "gate.log").read_text(encoding="utf-8")
     assert "Generating test split" in log                          # the libraries' lines are kept, in the log
@@ -156,3 +158,40 @@ def test_the_last_resort_handler_is_left_alone(tmp_path: Path) -> None:
     finally:
         logging.getLogger("yet_another_library").removeHandler(logging.lastResort)  # type: ignore[arg-type]
     assert "through the last resort" in (tmp_path / "logs" / "gate.log").read_text(encoding="utf-8")
+
+
+def test_a_terminal_gets_one_live_row_per_model_ending_in_its_verdict(tmp_path: Path) -> None:
+    """On a real terminal (a pseudo-terminal here) the display redraws a row per
+    model: items scored of planned while it runs, its verdict line once done.
+    What is left on the screen at the end is that last frame, no spinner."""
+    import os
+    import pty
+    import re
+
+    config = fake_gate_config(tmp_path)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    child = subprocess.Popen([sys.executable, "-c", "from gate.cli.main import cli; cli()", "run",
+                              "--config", str(config)], cwd=tmp_path, stdin=follower, stdout=follower,
+                             stderr=follower, env=env, close_fds=True)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert child.wait(timeout=600) in (0, 1)
+    os.close(leader)
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    assert re.search(r"base +queued +[0-9,]+ items", screen)
+    assert re.search(r"good +round 1: fk_\w+, fk_\w+ \+1 +0 / [0-9,]+ items", screen)
+    start = [m.start() for m in re.finditer(r"base +(queued|scoring|scored|round)", screen)][-1]
+    final = screen[start:screen.index("log: ", start)]  # the last frame, left on the screen
+    assert re.search(r"^base +scored +[0-9,]+ items", final)
+    assert re.search(r"\ngood +(PASS|FAIL)[^:]*: .+ +[0-9,]+ items", final)
+    assert "gate [" not in final  # the status line is gone
