@@ -280,9 +280,9 @@ class ModelBoard:
 
     def render(self, now: float) -> Table:
         table = Table.grid(padding=(0, 2))
-        for i, justify in enumerate(("left", "left", "right", "right", "right", "left")):
+        for i in range(6):  # model, tasks or verdict, items, rate, time left, time taken
             # one line per model: a long verdict line is cut (the tables below hold it whole)
-            table.add_column(justify=justify, no_wrap=True, overflow="ellipsis",
+            table.add_column(justify="right" if i in (2, 3, 4) else "left", no_wrap=True, overflow="ellipsis",
                              max_width=self.TEXT_WIDTH if i == 1 else None)
         for name, row in self.rows.items():
             table.add_row(*self._cells(name, row, now))
