@@ -54,10 +54,11 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     fingerprint (a rerun serves nothing), and within an evaluation lm-eval's
     response cache (per model fingerprint) resumes an interrupted run.
     """
-    from gate.baseline.keys import RunKeys
+    from gate.baseline.keys import ModelIdentities, RunKeys
     from gate.baseline.lookup import lookup, records_cache_for
     from gate.baseline.store import open_store
     from gate.config.validate import validate
+    from gate.config.waivers import match_waivers, utc_today
     from gate.evaluate.score import score_missing
     from gate.integrations.wandb_log import log_verdict
     from gate.report import write_outputs
@@ -76,8 +77,14 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     engine = engine or make_engine(cfg)
     say(f"planned {len(plans)} task(s) of suite {setup.suite.name}")
     policies = {p.name: th.policy_for(p.task.tier, p.name) for p in plans}
-    by_candidate = {c.name: policies_for(c.name, policies, setup.sweeps) for c in cfg.candidates}
-    keys = RunKeys(setup, plans, engine_kind=engine.kind, engine_version=engine.version(), policies=by_candidate)
+    identities = ModelIdentities(setup)
+    waivers, waiver_checks = match_waivers(setup.waivers, identities.fingerprints(), utc_today())
+    for check in waiver_checks:
+        say(check.note)
+    by_candidate = {c.name: policies_for(c.name, policies, setup.sweeps, waivers.get(c.name, ()))
+                    for c in cfg.candidates}
+    keys = RunKeys(setup, plans, engine_kind=engine.kind, engine_version=engine.version(), policies=by_candidate,
+                   identities=identities)
     store, records_cache = open_store(cfg.baseline.store), records_cache_for(cfg.cache_dir)   # baseline
     known = lookup(store, records_cache, keys, plans, store_label=str(cfg.baseline.store),
                    require=cfg.baseline.require, rounds=th.sequential.enabled, say=say)
@@ -85,15 +92,16 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
                                       plans=plans, policies=by_candidate,                           # evaluate
                                       task_manager=checked.task_manager, store=store,
                                       records_cache=records_cache, say=say,
-                                      settle=_settle(setup, known, plans, policies), track=track or no_track)
+                                      settle=_settle(setup, known, plans, policies, waivers),
+                                      track=track or no_track)
     verdict = judge_run(known.records[BASE_NAME],                                   # verdict
                         [CandidateRecords(c.name, c.kind, known.records[c.name]) for c in cfg.candidates
                          if c.name not in known.skipped],
                         tiers={p.name: p.task.tier for p in plans}, policies=policies, family=th.family,
-                        release=cfg.release, sweeps=setup.sweeps, pick=th.sweep.pick)
+                        release=cfg.release, sweeps=setup.sweeps, pick=th.sweep.pick, waivers=waivers)
     results = run_results(setup, verdict, plans, engine_kind=engine.kind, engine_version=keys.engine_version,  # report
                           base_identity=keys.base_identity, reused=evaluated[BASE_NAME] == 0,
-                          fingerprints=keys.fingerprints(),
+                          fingerprints=keys.fingerprints(), waivers=waiver_checks,
                           probes=[*probes, *chance_floors({p.name: known.records[BASE_NAME][p.name] for p in plans})],
                           ).to_dict()
     files = write_outputs(results, Path(cfg.out))
@@ -104,7 +112,8 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
                       evaluated=evaluated)
 
 
-def _settle(setup: GateSetup, known: Any, plans: Sequence[Any], policies: Mapping[str, Any]) -> Callable[[str], Any]:
+def _settle(setup: GateSetup, known: Any, plans: Sequence[Any], policies: Mapping[str, Any],
+            waivers: Mapping[str, Sequence[Any]]) -> Callable[[str], Any]:
     """Judge one candidate as soon as its records are in (as the verdict stage
     will, a sweep's checkpoint at alpha/K): its verdict line for the progress
     display and, with sweep.stop_after_fail, the sweep's later checkpoints to
@@ -120,7 +129,7 @@ def _settle(setup: GateSetup, known: Any, plans: Sequence[Any], policies: Mappin
         sweeps = [s for s in setup.sweeps if name in s.candidates]
         judged = judge_run(known.records[BASE_NAME], [CandidateRecords(name, kinds[name], known.records[name])],
                            tiers=tiers, policies=policies, family=setup.thresholds.family, release=None,
-                           sweeps=sweeps).candidates[0]
+                           sweeps=sweeps, waivers=waivers).candidates[0]
         line = f"{judged.label}: {judged.reason}"
         if not (sweeps and setup.thresholds.sweep.stop_after_fail and judged.verdict is Verdict.FAIL):
             return Settled(line)

@@ -24,16 +24,13 @@ from gate.serve.base import BASE_NAME
 OUTCOME_FORMAT = 2
 
 
-class RunKeys:
-    """Keys for one run: built once from the config, the plans and the engine."""
+class ModelIdentities:
+    """What identifies each model of a run (its weights, tokenizer, adapter),
+    hashed once: the keys and the candidates' fingerprints come from it, and
+    the fingerprints decide which waivers apply before the keys are built."""
 
-    def __init__(self, setup: GateSetup, plans: Sequence[TaskPlan], *, engine_kind: str, engine_version: str,
-                 policies: Mapping[str, Mapping[str, TaskPolicy]]) -> None:
+    def __init__(self, setup: GateSetup) -> None:
         cfg = setup.config
-        self._cfg = cfg
-        self._engine_kind, self.engine_version = engine_kind, engine_version
-        self._lm_eval_version = fp.installed_version("lm_eval", "lm-eval")
-        self._sequential = setup.thresholds.sequential.enabled
         self.base_identity = fp.model_identity(cfg.base.path, cfg.base.revision)
         #: model name -> (model identity, adapter identity); the base first
         self.model_ids: dict[str, tuple[dict[str, str], dict[str, str]]] = {BASE_NAME: (self.base_identity, {})}
@@ -42,6 +39,26 @@ class RunKeys:
                 self.model_ids[c.name] = (self.base_identity, fp.adapter_identity(c.path))
             else:
                 self.model_ids[c.name] = (fp.model_identity(c.path), {})
+
+    def fingerprints(self) -> dict[str, str]:
+        """One digest per model (results.json's `fingerprint`): its weights and adapter."""
+        return {name: fp.sha256_text(fp.canonical_json({"model": ident, "adapter": adapter}))
+                for name, (ident, adapter) in self.model_ids.items()}
+
+
+class RunKeys:
+    """Keys for one run: built once from the config, the plans and the engine."""
+
+    def __init__(self, setup: GateSetup, plans: Sequence[TaskPlan], *, engine_kind: str, engine_version: str,
+                 policies: Mapping[str, Mapping[str, TaskPolicy]], identities: ModelIdentities | None = None) -> None:
+        cfg = setup.config
+        self._cfg = cfg
+        self._engine_kind, self.engine_version = engine_kind, engine_version
+        self._lm_eval_version = fp.installed_version("lm_eval", "lm-eval")
+        self._sequential = setup.thresholds.sequential.enabled
+        self.identities = identities or ModelIdentities(setup)
+        self.base_identity = self.identities.base_identity
+        self.model_ids = self.identities.model_ids
         base_keys = {p.name: self.key(BASE_NAME, p).digest() for p in plans}
 
         def rounds_digest(pols: Mapping[str, TaskPolicy]) -> str:
@@ -76,5 +93,4 @@ class RunKeys:
 
     def fingerprints(self) -> dict[str, str]:
         """One digest per model (results.json's `fingerprint`): its weights and adapter."""
-        return {name: fp.sha256_text(fp.canonical_json({"model": ident, "adapter": adapter}))
-                for name, (ident, adapter) in self.model_ids.items()}
+        return self.identities.fingerprints()

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from gate.config.load import GateSetup
     from gate.pipeline import GateResult
 
-STYLE = {"PASS": "bold green", "FAIL": "bold red", "INCONCLUSIVE": "bold yellow", "STOPPED": "dim"}
+STYLE = {"PASS": "bold green", "FAIL": "bold red", "INCONCLUSIVE": "bold yellow", "STOPPED": "dim", "WAIVED": "bold magenta"}
 
 
 def print_summary(results: dict[str, Any], console: Console | None = None) -> None:

@@ -17,7 +17,9 @@ from typing import Any
 
 from gate.config.hub import looks_like_hub_id, resolve
 from gate.config.models import RunConfig, Suite, Thresholds
+from gate.config.policy import Waiver
 from gate.config.sweep import Sweep, expand_sweeps
+from gate.config.waivers import load_waivers
 from gate.config.yaml_io import load_suite, load_thresholds, parse_model, read_yaml
 from gate.errors import ConfigError, GateError, Problem
 
@@ -32,6 +34,7 @@ class Overrides:
     sweeps: Sequence[tuple[str, str]] = ()
     suite: str | None = None
     thresholds: str | None = None
+    waivers: str | None = None
     engine: str | None = None
     out: str | None = None
     release: Sequence[str] = ()
@@ -42,7 +45,7 @@ class Overrides:
     wandb_run_id: str | None = None
 
     def any(self) -> bool:
-        return any([self.base, self.adapters, self.models, self.sweeps, self.suite, self.thresholds,
+        return any([self.base, self.adapters, self.models, self.sweeps, self.suite, self.thresholds, self.waivers,
                     self.engine, self.out, self.release, self.require_baseline is not None, self.store])
 
 
@@ -59,13 +62,16 @@ class GateSetup:
     notes: list[str] = field(default_factory=list)
     #: candidates given as `sweep:` (their checkpoints are in config.candidates)
     sweeps: list[Sweep] = field(default_factory=list)
+    #: every waiver of the waivers file (gate.config.waivers); which apply is
+    #: decided by fingerprint when the run starts
+    waivers: list[Waiver] = field(default_factory=list)
 
     @property
     def out_dir(self) -> Path:
         return Path(self.config.out)
 
 
-PATH_KEYS = ("suite", "thresholds", "out", "cache_dir")
+PATH_KEYS = ("suite", "thresholds", "waivers", "out", "cache_dir")
 
 
 def _absolutize(data: dict[str, Any], root: Path) -> dict[str, Any]:
@@ -105,7 +111,7 @@ def _apply_overrides(data: dict[str, Any], ov: Overrides, cwd: Path) -> dict[str
             {"name": n, "model": str(resolve(p, cwd))} for n, p in ov.models] + [
             {"name": n, "sweep": str(resolve(p, cwd))} for n, p in ov.sweeps
         ]
-    for key in ("suite", "thresholds", "out"):
+    for key in ("suite", "thresholds", "waivers", "out"):
         value = getattr(ov, key)
         if value:
             data[key] = str(resolve(value, cwd))
@@ -171,10 +177,17 @@ def load_setup(config_file: Path | None, overrides: Overrides | None = None, cwd
         thresholds = load_thresholds(thresholds_file)
     except GateError as exc:
         problems += exc.problems
+    waivers: list[Waiver] = []
+    if config.waivers is not None:
+        try:
+            waivers = load_waivers(Path(config.waivers))
+        except GateError as exc:
+            problems += exc.problems
     if problems:
         raise ConfigError(problems=problems)
     assert suite is not None and thresholds is not None
-    return GateSetup(config, config_file, suite, suite_file, thresholds, thresholds_file, sweeps=sweeps)
+    return GateSetup(config, config_file, suite, suite_file, thresholds, thresholds_file, sweeps=sweeps,
+                     waivers=waivers)
 
 
 def check_paths(setup: GateSetup) -> list[Problem]:

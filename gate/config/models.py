@@ -256,6 +256,8 @@ class RunConfig(Strict):
     """Suite YAML (three tiers of lm-eval tasks), relative to this file."""
     thresholds: str = "thresholds.yaml"
     """Release policy YAML, relative to this file."""
+    waivers: str | None = None
+    """Waivers YAML (accepted drops, each bound to one candidate's fingerprint), relative to this file."""
     engine: EngineConfig = Field(default_factory=EngineConfig)
     """Engine kind and options."""
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)

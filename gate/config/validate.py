@@ -12,7 +12,8 @@ work. What it checks, in order, collecting rather than stopping:
   returned for the run to use);
 - adapters against the base: shapes, rank, unsafe formats, an lm_head delta
   vLLM would drop (read from safetensors headers; no model is loaded);
-- engine and W&B: the extras they need are installed.
+- engine and W&B: the extras they need are installed;
+- waivers: each names a task of the suite, outside the target tier.
 
 Task planning and adapter checks belong to the evaluate and serve stages;
 they are called from here because they are how a config is proven runnable.
@@ -68,6 +69,10 @@ def find_problems(setup: GateSetup, *, engine_kind: str | None = None) -> tuple[
             problems += exc.problems
     broken = {p.key for p in problems if p.key}
     problems += _adapter_problems(setup, tasks, kind, skip=broken, checked=checked.adapters)
+    if setup.waivers and not task_problems:
+        from gate.config.waivers import waiver_problems
+
+        problems += waiver_problems(setup.waivers, {t.name: t.tier for t in tasks}, str(setup.config.waivers))
     return problems, checked
 
 

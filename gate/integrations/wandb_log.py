@@ -171,6 +171,7 @@ def summary_metrics(results: dict[str, Any]) -> dict[str, Any]:
         "gate/reason": release["reason"],
         "gate/label": release.get("label") or release["verdict"],
         "gate/not_shown_safe": release.get("not_shown_safe", 0),
+        "gate/waived": release.get("waived", 0),
     }
     for candidate in results["candidates"]:
         summary.update(_candidate_keys(f"gate/{candidate['name']}", candidate))
@@ -181,7 +182,8 @@ def _candidate_keys(prefix: str, candidate: dict[str, Any]) -> dict[str, Any]:
     """One candidate's verdict, label, tiers and task figures under `prefix`."""
     keys: dict[str, Any] = {f"{prefix}/verdict": candidate["verdict"],
                             f"{prefix}/label": candidate.get("label") or candidate["verdict"],
-                            f"{prefix}/not_shown_safe": len(candidate.get("not_shown_safe", []))}
+                            f"{prefix}/not_shown_safe": len(candidate.get("not_shown_safe", [])),
+                            f"{prefix}/waived": len(candidate.get("waived", []))}
     for tier in candidate["tiers"]:
         keys[f"{prefix}/{tier['tier']}/verdict"] = tier["verdict"]
         for task in tier["tasks"]:

@@ -17,6 +17,7 @@ from typing import Any
 from gate.baseline import fingerprint as fp
 from gate.config.load import GateSetup
 from gate.config.policy import Tier
+from gate.config.waivers import WaiverCheck
 from gate.evaluate.plan import TaskPlan
 from gate.evaluate.records import TaskRecords
 from gate.report.document import BaselineInfo, CandidateResult, Provenance, ResultsDocument
@@ -37,7 +38,8 @@ def git_commit(cwd: Path) -> str | None:
 
 def run_results(setup: GateSetup, verdict: RunVerdict, plans: Sequence[TaskPlan], *, engine_kind: str,
                 engine_version: str, base_identity: dict[str, str], reused: bool,
-                fingerprints: Mapping[str, str], probes: Sequence[ProbeResult]) -> ResultsDocument:
+                fingerprints: Mapping[str, str], probes: Sequence[ProbeResult],
+                waivers: Sequence[WaiverCheck] = ()) -> ResultsDocument:
     """results.json for `gate run`: verdicts plus provenance."""
     cfg = setup.config
     paths = {c.name: c.path for c in cfg.candidates}
@@ -58,6 +60,7 @@ def run_results(setup: GateSetup, verdict: RunVerdict, plans: Sequence[TaskPlan]
         baseline=BaselineInfo(fingerprints[BASE_NAME], reused, str(cfg.baseline.store)),
         probes=list(probes),
         sweeps=list(verdict.sweeps),
+        waivers=list(waivers),
         provenance=Provenance(
             lm_eval_version=fp.installed_version("lm_eval", "lm-eval"),
             engine=engine_opts,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gate.config.waivers import WaiverCheck
 from gate.report.results import new_results
 from gate.serve.probes import ProbeResult
 from gate.verdict.judge import CandidateVerdict, ReleaseVerdict
@@ -71,10 +72,13 @@ class ResultsDocument:
     provenance: Provenance
     probes: list[ProbeResult] = field(default_factory=list)
     sweeps: list[SweepVerdict] = field(default_factory=list)
+    #: every waiver of the waivers file and what became of it (gate.config.waivers)
+    waivers: list[WaiverCheck] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (stamped with the schema and gate versions and the time)."""
         return new_results(release=self.release.to_dict(), candidates=[c.to_dict() for c in self.candidates],
                            baseline=asdict(self.baseline), provenance=self.provenance.to_dict(),
                            probes=[p.to_dict() for p in self.probes],
-                           sweeps=[s.to_dict() for s in self.sweeps])
+                           sweeps=[s.to_dict() for s in self.sweeps],
+                           waivers=[w.to_dict() for w in self.waivers])

@@ -135,6 +135,20 @@ def margin(task: Task) -> str:
     return f"{worse} ≤ {shown}"
 
 
+def waiver(task: Task) -> str:
+    """The waiver a task was judged under, in one line: "waived by alice until
+    2027-01-31 (drop ≤ 20.0 pts accepted; the thresholds allow 3.0 pts): reason".
+    Empty when none."""
+    w = task.get("waiver")
+    if not w:
+        return ""
+    own = size_of(task, w["margin_without"], points="pts") if w.get("margin_without") is not None else "?"
+    used = "waived" if task["verdict"] == "WAIVED" else "waiver in force, not needed" \
+        if task["verdict"] == "PASS" else "a waiver was in force"
+    return (f"{used} by {w['approved_by']} until {w['expires']} ({margin(task)} accepted; the thresholds "
+            f"allow {own}): {w['reason']}")
+
+
 def label(verdict: Task) -> str:
     """A candidate's or the release's verdict as shown: "PASS (not shown safe on
     2 tasks)" when the pass rests on undecided tasks (older results: the verdict)."""

@@ -29,18 +29,20 @@ def escape_property(text: str) -> str:
 
 
 def annotation_lines(results: dict[str, Any]) -> list[str]:
-    """One `::error` line per FAIL task, one `::warning` per INCONCLUSIVE task
-    (none for a STOPPED task: it was not judged, and its candidate's FAIL is annotated)."""
+    """One `::error` line per FAIL task, one `::warning` per INCONCLUSIVE or WAIVED
+    task (none for a STOPPED task: it was not judged, and its candidate's FAIL is annotated)."""
     lines = []
     for candidate in results["candidates"]:
         for tier in fmt.tiers_in_order(candidate):
             for task in tier["tasks"]:
                 if task["verdict"] in ("PASS", "STOPPED"):  # STOPPED: not judged, the FAIL says why
                     continue
-                level = "error" if task["verdict"] == "FAIL" else "warning"
+                level = "error" if task["verdict"] == "FAIL" else "warning"  # WAIVED: a warning, never silent
                 title = f"gate {task['verdict']}: {candidate['name']} / {tier['tier']} / {task['task']}"
                 message = (f"{task['metric']} delta {fmt.delta(task, task['delta'])} "
                            f"{fmt.interval(task)}; policy {fmt.margin(task)}.")
+                if task.get("waiver"):
+                    message += f" {fmt.waiver(task)}."
                 if task["advice"]:
                     message += f" {task['advice']['message']}"
                 lines.append(f"::{level} title={escape_property(title)}::{escape_data(message)}")

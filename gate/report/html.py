@@ -79,6 +79,57 @@ def _probe_view(probe: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+TIER_ORDER = ("target", "related", "general")
+
+
+def _matrix(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The approver's first screen: a row per candidate, a cell per tier with
+    its verdict, the task that decided it (delta and interval), the items used
+    and, for a tier that passed, the smallest drop the run could have seen."""
+    picked = {s["pick"] for s in results.get("sweeps", []) if s["pick"]}
+    swept = {c["candidate"] for s in results.get("sweeps", []) for c in s["checkpoints"]}
+    released = set(results["release"]["candidates"])
+    rows = []
+    for cand in results["candidates"]:
+        tiers = {t["tier"]: t for t in cand["tiers"]}
+        cells = []
+        for name in TIER_ORDER:
+            tier = tiers.get(name)
+            if tier is None:
+                cells.append(None)
+                continue
+            task = next((t for t in tier["tasks"] if t["task"] == tier["worst_task"]), tier["tasks"][0])
+            used = sum(t["n_used"] for t in tier["tasks"])
+            total = sum(t["n"] for t in tier["tasks"])
+            cells.append({"verdict": tier["verdict"], "task": task["task"],
+                          "delta": fmt.delta(task, task["delta"]), "interval": fmt.interval(task),
+                          "used": f"{used:,} of {total:,} items" if used != total else f"{total:,} items",
+                          "detectable": fmt.detectable(task) if tier["verdict"] in ("PASS", "WAIVED") else ""})
+        role = ("picked checkpoint" if cand["name"] in picked else "checkpoint" if cand["name"] in swept
+                else "released" if cand["name"] in released else "not released")
+        rows.append({"name": cand["name"], "kind": cand["kind"], "verdict": cand["verdict"],
+                     "label": fmt.label(cand), "role": role, "cells": cells,
+                     "fingerprint": (cand.get("fingerprint") or "")[:12]})
+    return rows
+
+
+def _provenance_line(results: dict[str, Any]) -> str:
+    """One line an approver pastes into a release ticket: what was compared, with what."""
+    prov = results["provenance"]
+    base = prov.get("base") or {}
+    engine = prov.get("engine") or {}
+    parts = [f"base {base.get('path', '?')}" + (f"@{base['revision'][:12]}" if base.get("revision") else ""),
+             "candidates " + ", ".join(f"{c['name']} {c['fingerprint'][:12]}" if c.get("fingerprint") else c["name"]
+                                       for c in results["candidates"]),
+             f"engine {engine.get('kind', '?')} {engine.get('version', '')}".rstrip(),
+             f"suite {prov.get('suite', '?')} {str(prov.get('suite_hash', ''))[:12]}".rstrip(),
+             f"thresholds {str(prov.get('thresholds_hash', ''))[:12]}",
+             f"gate {prov.get('gate_version', '?')}, lm-eval {prov.get('lm_eval_version', '?')}"]
+    if prov.get("git_commit"):
+        parts.append(f"commit {str(prov['git_commit'])[:12]}")
+    return "; ".join(parts)
+
+
 def render_html(results: dict[str, Any]) -> str:
     """The report page for a validated results dict (see gate.report.results)."""
     provenance = results["provenance"]
@@ -87,6 +138,10 @@ def render_html(results: dict[str, Any]) -> str:
         "fmt": fmt,
         "candidates": [_candidate_view(c, i) for i, c in enumerate(results["candidates"], 1)],
         "probes": [_probe_view(p) for p in results["probes"]],
+        "matrix": _matrix(results),
+        "tier_order": TIER_ORDER,
+        "provenance_line": _provenance_line(results),
+        "waivers_in_force": [w for w in results.get("waivers", []) if w["status"] == "in_force"],
         "sweeps": results.get("sweeps", []),
         "sweep_svgs": {s["name"]: Markup(sweep_svg(s, results["candidates"], id_prefix=f"sweep{i}"))
                        for i, s in enumerate(results.get("sweeps", []), 1)},

@@ -44,6 +44,9 @@ def inconclusive_fails(results: dict[str, Any], candidate: dict[str, Any],
 def _message(task: dict[str, Any]) -> str:
     if task["verdict"] == "STOPPED":
         return "STOPPED: not judged: the candidate had already failed another task (fail_fast)"
+    if task["verdict"] == "WAIVED":
+        return (f"WAIVED: {task['metric']} delta {fmt.delta(task, task['delta'])} {fmt.interval(task)}; "
+                f"{fmt.waiver(task)}")
     return (f"{task['verdict']}: {task['metric']} delta {fmt.delta(task, task['delta'])} "
             f"{fmt.interval(task)}, policy {fmt.margin(task)}")
 
@@ -55,6 +58,8 @@ def _details(candidate: dict[str, Any], task: dict[str, Any]) -> str:
         f"{fmt.score(task, task['candidate_score'])} ({fmt.direction(task)})",
         f"method {task['method']}, n {fmt.items(task)}, p (decision) {fmt.p_value(task['p_value'])}",
     ]
+    if task.get("waiver"):
+        lines.append(fmt.waiver(task))
     if task["advice"]:
         lines.append(f"advice: {task['advice']['message']}")
     if task["flags"]:
@@ -87,7 +92,7 @@ def render_junit(results: dict[str, Any]) -> str:
                                             type=verdict)
                     failure.text = xml_text(_details(candidate, task))
                     counts["failures"] += 1
-                elif verdict in ("INCONCLUSIVE", "STOPPED"):
+                elif verdict in ("INCONCLUSIVE", "STOPPED", "WAIVED"):
                     ET.SubElement(case, "skipped", message=xml_text(_message(task)))
                     counts["skipped"] += 1
                 out = ET.SubElement(case, "system-out")

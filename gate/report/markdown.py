@@ -14,7 +14,8 @@ from typing import Any
 
 from gate.report import format as fmt
 
-VERDICT_ICONS = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️", "STOPPED": "⏹️"}
+WAIVER_STATUS = {"in_force": "🔖 in force:", "expired": "⌛ expired, not applied:", "no_match": "❔ not applied:"}
+VERDICT_ICONS = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️", "STOPPED": "⏹️", "WAIVED": "🔖"}
 # Inline markup characters; `(`, `)` and `!` are inert once `[`/`]` are escaped.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 # Block markup that only counts at the start of a line (heading, list, quote).
@@ -89,7 +90,7 @@ def render_summary(results: dict[str, Any]) -> str:
             for task in tier["tasks"]:
                 if task["verdict"] == "PASS":
                     continue
-                note = task["advice"]["message"] if task["advice"] else ""
+                note = fmt.waiver(task) if task.get("waiver") else task["advice"]["message"] if task["advice"] else ""
                 failing.append([
                     name, tier["tier"], md_escape(task["task"]),
                     fmt.delta(task, task["delta"]),
@@ -109,6 +110,10 @@ def render_summary(results: dict[str, Any]) -> str:
         lines += [_row(cells) for cells in failing]
     for sweep in results.get("sweeps", []):
         lines += _sweep_lines(sweep)
+    if results.get("waivers"):
+        lines += ["", "### Waivers", ""]
+        lines += [f"- {WAIVER_STATUS[w['status']]} {md_escape(w['note'])}: {md_escape(w['reason'])} "
+                  f"(approved by {md_escape(w['approved_by'])})" for w in results["waivers"]]
     lines += ["", "### Candidates", ""]
     lines += [f"- **{md_escape(c['name'])}** {_verdict(c['verdict'], fmt.label(c))}: {md_escape(c['reason'])}"
               for c in results["candidates"]]

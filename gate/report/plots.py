@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from gate.report import format as fmt
 
-VERDICT_COLOURS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCONCLUSIVE": "#9a6700", "STOPPED": "#6e7781"}
+VERDICT_COLOURS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCONCLUSIVE": "#9a6700", "STOPPED": "#6e7781", "WAIVED": "#8250df"}
 THRESHOLD_COLOUR = "#cf222e"
 ROW_HEIGHT_IN = 0.5
 FIGURE_WIDTH_IN = 8.5

@@ -98,7 +98,8 @@ SCHEMA_VERSION = 1
 
 def new_results(*, release: dict[str, Any], candidates: list[dict[str, Any]], baseline: dict[str, Any],
                 provenance: dict[str, Any], probes: list[dict[str, Any]] | None = None,
-                sweeps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                sweeps: list[dict[str, Any]] | None = None,
+                waivers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A results.json document: the parts given, stamped with the schema and gate
     versions and the creation time (one place, for `gate run` and `gate compare`)."""
     import datetime as _dt
@@ -112,6 +113,7 @@ def new_results(*, release: dict[str, Any], candidates: list[dict[str, Any]], ba
         "release": release,
         "candidates": candidates,
         **({"sweeps": sweeps} if sweeps else {}),
+        **({"waivers": waivers} if waivers else {}),
         "baseline": baseline,
         "probes": list(probes or []),
         "provenance": {"gate_version": __version__, **provenance},

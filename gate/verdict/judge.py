@@ -73,6 +73,7 @@ from gate.verdict.model import (
     TaskVerdict,
     TierVerdict,
     Verdict,
+    WaiverUse,
     _worst,
     verdict_label,
 )
@@ -334,7 +335,7 @@ def _flipped(base: TaskRecords, candidate: TaskRecords) -> tuple[FlippedItem, ..
 def judge_candidate(name: str, kind: str, tasks: Mapping[str, Sequence[TaskTriple]], *,
                     path: str | None = None, fingerprint: str | None = None,
                     sequential: Mapping[str, SequentialOutcome] | None = None,
-                    family: str = "tier") -> CandidateVerdict:
+                    family: str = "tier", waivers: Mapping[str, WaiverUse] | None = None) -> CandidateVerdict:
     """Every tier of one candidate; see the module docstring for the rule.
 
     `tasks` maps a tier name to its (base, candidate, policy) triples, the
@@ -342,7 +343,8 @@ def judge_candidate(name: str, kind: str, tasks: Mapping[str, Sequence[TaskTripl
     to how it was scored in rounds (gate.evaluate.rounds); a task decided early takes
     the decision of its confidence sequence. `family`: Holm's correction of
     FAIL decisions runs over each tier's tasks ("tier") or over all of the
-    candidate's tasks ("candidate").
+    candidate's tasks ("candidate"). `waivers`: the tasks whose policy in
+    `tasks` is a waiver's (see `_waived`).
     """
     unknown = sorted(set(tasks) - set(TIERS))
     if unknown:
@@ -380,6 +382,8 @@ def judge_candidate(name: str, kind: str, tasks: Mapping[str, Sequence[TaskTripl
                                    family=len(flat) if family == "candidate" else k,
                                    sequential=sequential))
         at += k
+    if waivers:
+        tiers = [_waived(tier, waivers) for tier in tiers]
     every = [t for tier in tiers for t in tier.tasks]
     warnings = tuple(
         f"{t.tier} tier: {t.task} is inconclusive ({wording.interval_text(t)}); counted as a pass "
@@ -390,10 +394,32 @@ def judge_candidate(name: str, kind: str, tasks: Mapping[str, Sequence[TaskTripl
     verdict = Verdict.FAIL if failing else Verdict.PASS
     unproven = tuple(t.task for t in every if verdict is Verdict.PASS
                      and t.verdict is Verdict.INCONCLUSIVE)
+    waived = tuple(t.task for t in every if t.verdict is Verdict.WAIVED)
     return CandidateVerdict(name=name, kind=kind, verdict=verdict,
                             reason=wording.candidate_reason(every, failing, warnings), tiers=tuple(tiers),
                             warnings=warnings, path=path, fingerprint=fingerprint,
-                            not_shown_safe=unproven, family=family)
+                            not_shown_safe=unproven, family=family, waived=waived)
+
+
+def _waived(tier: TierVerdict, waivers: Mapping[str, WaiverUse]) -> TierVerdict:
+    """A tier judged with some tasks under a waiver's allowed drop. A task that
+    passes under the waiver but is not shown within the thresholds' own margin
+    (its interval's worse edge lies beyond it) is WAIVED: it counts as a pass
+    and says so. One that passes within the thresholds' margin anyway stays
+    PASS; FAIL and INCONCLUSIVE stay as judged under the waiver (a drop worse
+    than the waived one fails). Every such task carries its waiver."""
+    tasks = []
+    for t in tier.tasks:
+        use = waivers.get(t.task)
+        if use is None:
+            tasks.append(t)
+            continue
+        c = t.comparison
+        worse_edge = c.ci_low if t.higher_is_better else -c.ci_high  # the improvement's lower bound
+        within_own = math.isfinite(worse_edge) and worse_edge > -use.margin_without
+        verdict = Verdict.WAIVED if t.verdict is Verdict.PASS and not within_own else t.verdict
+        tasks.append(replace(t, verdict=verdict, waiver=use))
+    return replace(tier, verdict=_worst([t.verdict for t in tasks]), tasks=tuple(tasks))
 
 
 # ------------------------------------------------------------------- release
@@ -428,7 +454,10 @@ def judge_release(candidates: Sequence[CandidateVerdict],
     if unproven:
         reason += (f"; not shown safe on {unproven} task{'s' if unproven != 1 else ''} "
                    "(inconclusive, counted as a pass by policy)")
-    return ReleaseVerdict(Verdict.PASS, EXIT_PASS, tuple(names), reason, unproven)
+    waived = [f"{n}: {t}" for n in names for t in by_name[n].waived]
+    if waived:
+        reason += f"; waived: {', '.join(waived)} (waivers.yaml)"
+    return ReleaseVerdict(Verdict.PASS, EXIT_PASS, tuple(names), reason, unproven, len(waived))
 
 
 __all__ = [

@@ -1,6 +1,7 @@
 """The verdict stage's output types, each with `to_dict()` giving its results.json shape.
 
-    Verdict            PASS / STOPPED / INCONCLUSIVE / FAIL, ordered by severity
+    Verdict            PASS / WAIVED / STOPPED / INCONCLUSIVE / FAIL, ordered by severity
+    WaiverUse          a waiver a task was judged under (waivers.yaml)
     TaskVerdict        one task: the comparison, the threshold, the decision, advice, flipped items
     TierVerdict        the worst of a tier's tasks
     CandidateVerdict   one candidate: PASS or FAIL with one sentence why
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gate.config.policy import Waiver
 from gate.evaluate.records import Aggregation
 from gate.verdict.sequential import SequentialOutcome
 from gate.verdict.stats import Comparison
@@ -27,6 +29,10 @@ class Verdict(str, enum.Enum):
     """A decision; `severity` orders them for "the worst of" (tiers)."""
 
     PASS = "PASS"
+    #: within the drop a matching waiver accepts, but not shown within the
+    #: thresholds' margin: counts as a pass, and every output says who waived it
+    #: (a task or tier verdict only)
+    WAIVED = "WAIVED"
     #: not judged: scoring stopped because the candidate had already failed
     #: another task (sequential.fail_fast); a task or tier verdict only
     STOPPED = "STOPPED"
@@ -35,7 +41,7 @@ class Verdict(str, enum.Enum):
 
     @property
     def severity(self) -> int:
-        return {"PASS": 0, "STOPPED": 1, "INCONCLUSIVE": 2, "FAIL": 3}[self.value]
+        return {"PASS": 0, "WAIVED": 1, "STOPPED": 2, "INCONCLUSIVE": 3, "FAIL": 4}[self.value]
 
 
 def _worst(verdicts: Sequence[Verdict]) -> Verdict:
@@ -47,6 +53,18 @@ def _num(x: float | None) -> float | None:
     if x is None or not math.isfinite(x):
         return None
     return float(x)
+
+
+@dataclass(frozen=True)
+class WaiverUse:
+    """A task judged under a waiver: its margin is the waiver's allowed drop."""
+
+    waiver: Waiver
+    #: the allowed drop without the waiver (the thresholds' margin), in the metric's units
+    margin_without: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {**self.waiver.to_dict(), "margin_without": _num(self.margin_without)}
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,8 @@ class TaskVerdict:
     in_points: bool = False
     #: how the task was scored in rounds (None: all items at once)
     sequential: SequentialOutcome | None = None
+    #: the waiver the task was judged under (None: the thresholds' margin)
+    waiver: WaiverUse | None = None
 
     @property
     def stopped_by_candidate(self) -> bool:
@@ -131,6 +151,8 @@ class TaskVerdict:
     @property
     def resolved(self) -> Verdict:
         """The verdict that counts for the candidate (inconclusive policy applied)."""
+        if self.verdict is Verdict.WAIVED:
+            return Verdict.PASS
         if self.verdict is not Verdict.INCONCLUSIVE:
             return self.verdict
         return Verdict.FAIL if self.inconclusive == "fail" else Verdict.PASS
@@ -161,6 +183,7 @@ class TaskVerdict:
             "chance": self.chance, "flags": list(self.flags),
             "flipped": [f.to_dict() for f in self.flipped],
             "sequential": None if self.sequential is None else self.sequential.to_dict(),
+            "waiver": None if self.waiver is None else self.waiver.to_dict(),
         }
 
 
@@ -223,27 +246,32 @@ class CandidateVerdict:
     #: carries no guarantee about them
     not_shown_safe: tuple[str, ...] = ()
     family: str = "tier"
+    #: tasks that pass only under a waiver (waivers.yaml)
+    waived: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
         """The verdict as every output shows it: a PASS that rests on undecided
-        tasks says so ("PASS (not shown safe on 2 tasks)")."""
-        return verdict_label(self.verdict, len(self.not_shown_safe))
+        or waived tasks says so ("PASS (not shown safe on 2 tasks; 1 waived)")."""
+        return verdict_label(self.verdict, len(self.not_shown_safe), len(self.waived))
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "kind": self.kind, "path": self.path,
                 "fingerprint": self.fingerprint, "verdict": self.verdict.value,
                 "label": self.label, "not_shown_safe": list(self.not_shown_safe),
-                "family": self.family,
+                "waived": list(self.waived), "family": self.family,
                 "reason": self.reason, "warnings": list(self.warnings),
                 "tiers": [t.to_dict() for t in self.tiers]}
 
 
-def verdict_label(verdict: Verdict, unproven: int) -> str:
-    """PASS, FAIL, or "PASS (not shown safe on N tasks)"."""
-    if verdict is Verdict.PASS and unproven:
-        return f"PASS (not shown safe on {unproven} task{'s' if unproven != 1 else ''})"
-    return verdict.value
+def verdict_label(verdict: Verdict, unproven: int, waived: int = 0) -> str:
+    """PASS, FAIL, "PASS (not shown safe on N tasks)", "PASS (1 task waived)"."""
+    if verdict is not Verdict.PASS or not (unproven or waived):
+        return verdict.value
+    parts = [f"not shown safe on {unproven} task{'s' if unproven != 1 else ''}"] if unproven else []
+    if waived:
+        parts.append(f"{waived} waived" if unproven else f"{waived} task{'s' if waived != 1 else ''} waived")
+    return f"PASS ({'; '.join(parts)})"
 
 
 @dataclass(frozen=True)
@@ -256,12 +284,14 @@ class ReleaseVerdict:
     reason: str
     #: undecided tasks, over the released candidates, that their policy counted as a pass
     not_shown_safe: int = 0
+    #: tasks, over the released candidates, that pass only under a waiver
+    waived: int = 0
 
     @property
     def label(self) -> str:
-        return verdict_label(self.verdict, self.not_shown_safe)
+        return verdict_label(self.verdict, self.not_shown_safe, self.waived)
 
     def to_dict(self) -> dict[str, object]:
         return {"verdict": self.verdict.value, "label": self.label,
-                "not_shown_safe": self.not_shown_safe, "exit_code": self.exit_code,
+                "not_shown_safe": self.not_shown_safe, "waived": self.waived, "exit_code": self.exit_code,
                 "candidates": list(self.candidates), "reason": self.reason}

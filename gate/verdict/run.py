@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from gate.config.policy import TIERS, TaskPolicy, Tier
+from gate.config.policy import TIERS, TaskPolicy, Tier, Waiver, waiver_for
 from gate.config.sweep import Sweep
 from gate.evaluate.records import TaskRecords, select_items
 from gate.evaluate.rounds import outcome_of
@@ -20,9 +20,11 @@ from gate.verdict.judge import (
     CandidateVerdict,
     ReleaseVerdict,
     TaskTriple,
+    base_score,
     judge_candidate,
     judge_release,
 )
+from gate.verdict.model import WaiverUse
 from gate.verdict.pairing import pair_all
 from gate.verdict.sweep import PickRule, SweepVerdict, judge_sweep, policies_for
 
@@ -46,20 +48,26 @@ class RunVerdict:
 def judge_run(base: Mapping[str, TaskRecords], candidates: Sequence[CandidateRecords], *,
               tiers: Mapping[str, Tier], policies: Mapping[str, TaskPolicy], family: str,
               release: Sequence[str] | None, sweeps: Sequence[Sweep] = (),
-              pick: PickRule = "best_target") -> RunVerdict:
-    """Pair, judge every candidate (a sweep's checkpoints at alpha/K), pick each
-    sweep's checkpoint, and decide the release. A release unit is a candidate
-    or a whole sweep (its pick); a checkpoint may also be named alone."""
+              pick: PickRule = "best_target", waivers: Mapping[str, Sequence[Waiver]] | None = None) -> RunVerdict:
+    """Pair, judge every candidate (a sweep's checkpoints at alpha/K; tasks a
+    waiver in force covers at its allowed drop), pick each sweep's checkpoint,
+    and decide the release. A release unit is a candidate or a whole sweep (its
+    pick); a checkpoint may also be named alone. `waivers`: per candidate, the
+    waivers in force for it (gate.config.waivers.match_waivers)."""
     verdicts = []
     for cand in candidates:
-        cand_policies = policies_for(cand.name, policies, sweeps)
+        own = (waivers or {}).get(cand.name, ())
+        cand_policies = policies_for(cand.name, policies, sweeps, own)
+        uses = {task: WaiverUse(w, policies[task].margin(base_score(base[task])))
+                for task in cand.records if (w := waiver_for(own, task, tiers[task]))}
         outcomes = {task: o for task, rec in cand.records.items() if (o := outcome_of(rec)) is not None}
         base_used = {task: select_items(rec, sorted(k.doc_id for k in cand.records[task].keys))
                      if task in outcomes else rec for task, rec in base.items()}
         by_tier: dict[str, list[TaskTriple]] = {tier: [] for tier in TIERS}
         for task, (b, c) in pair_all(base_used, cand.records).items():
             by_tier[tiers[task]].append((b, c, cand_policies[task]))
-        verdicts.append(judge_candidate(cand.name, cand.kind, by_tier, sequential=outcomes or None, family=family))
+        verdicts.append(judge_candidate(cand.name, cand.kind, by_tier, sequential=outcomes or None, family=family,
+                                        waivers=uses or None))
     by_name = {v.name: v for v in verdicts}
     swept = [judge_sweep(s, by_name, pick=pick) for s in sweeps]
     in_sweep = {name for s in sweeps for name in s.candidates}

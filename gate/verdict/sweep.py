@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from gate.config.policy import TaskPolicy
+from gate.config.policy import TaskPolicy, Waiver, waiver_for
 from gate.config.sweep import Sweep
 from gate.verdict.model import CandidateVerdict, Verdict
 
@@ -48,15 +48,22 @@ def split_alpha(policies: Mapping[str, TaskPolicy], k: int) -> dict[str, TaskPol
     return {task: replace(policy, alpha=policy.alpha / k) for task, policy in policies.items()}
 
 
-def policies_for(candidate: str, policies: Mapping[str, TaskPolicy],
-                 sweeps: Sequence[Sweep]) -> Mapping[str, TaskPolicy]:
+def policies_for(candidate: str, policies: Mapping[str, TaskPolicy], sweeps: Sequence[Sweep],
+                 waivers: Sequence[Waiver] = ()) -> Mapping[str, TaskPolicy]:
     """The policies `candidate` is scored and judged under: a sweep's checkpoint
-    at alpha/K, any other candidate at the file's alpha. Scoring in rounds and
-    judging both call this, so the looks and the verdict use the same level."""
+    at alpha/K, any other candidate at the file's alpha; a task covered by one of
+    the candidate's waivers (in force, matched by fingerprint) with the waiver's
+    allowed drop. Scoring in rounds and judging both call this, so the looks and
+    the verdict ask the same question at the same level."""
+    out = policies
     for sweep in sweeps:
         if candidate in sweep.candidates:
-            return split_alpha(policies, len(sweep.checkpoints))
-    return policies
+            out = split_alpha(policies, len(sweep.checkpoints))
+            break
+    if waivers:
+        out = {task: (w.waive(pol) if (w := waiver_for(waivers, task, pol.tier)) else pol)
+               for task, pol in out.items()}
+    return out
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,16 @@ def candidate_reason(every: Sequence[TaskVerdict], failing: Sequence[TaskVerdict
         return "no tasks were judged"
     if not failing:
         undecided = sum(t.verdict is Verdict.INCONCLUSIVE for t in every)
-        if not undecided:
+        waived = [t for t in every if t.verdict is Verdict.WAIVED]
+        why = "".join(f"; {t.task} waived: {waiver_sentence(t)}" for t in waived)
+        if not undecided and not waived:
             return (f"all {len(every)} tasks met their thresholds" if len(every) > 1
                     else f"{every[0].task} met its threshold")
-        text = (f"no task failed: {len(every) - undecided} passed, {undecided} inconclusive "
-                "counted as a pass by policy")
-        return text + (f" ({len(warnings)} with a warning)" if warnings else "")
+        if not undecided:
+            return f"no task failed: {len(every) - len(waived)} passed, {len(waived)} waived{why}"
+        text = (f"no task failed: {len(every) - undecided - len(waived)} passed, {undecided} inconclusive "
+                "counted as a pass by policy" + (f", {len(waived)} waived" if waived else ""))
+        return text + (f" ({len(warnings)} with a warning)" if warnings else "") + why
     hard = [t for t in failing if t.verdict is Verdict.FAIL]
     pool = hard or list(failing)
     first_tier = next(tier for tier in TIERS if any(t.tier == tier for t in pool))
@@ -50,11 +54,21 @@ def task_sentence(t: TaskVerdict) -> str:
     change = abs(c.delta)
     if t.kind == "drop":
         verb = "dropped" if t.higher_is_better else "rose"
+        allowed = "waived" if t.waiver is not None else "allowed"
         return (f"{t.task} {verb} {amount(change, t.in_points)} ({interval_text(t)}), beyond the "
-                f"allowed {amount(t.margin, t.in_points, unit_word=False)}")
+                f"{allowed} {amount(t.margin, t.in_points, unit_word=False)}")
     moved = "gained" if c.improvement >= 0 else "lost"
     return (f"{t.task} {moved} {amount(change, t.in_points)} ({interval_text(t)}), short of the "
             f"required gain of {amount(t.margin, t.in_points, unit_word=False)}")
+
+
+def waiver_sentence(t: TaskVerdict) -> str:
+    """"a drop up to 20.0 points accepted by alice until 2027-01-31 (the thresholds allow 3.0)"."""
+    assert t.waiver is not None
+    w = t.waiver.waiver
+    return (f"a {'drop' if t.higher_is_better else 'rise'} up to {amount(t.margin, t.in_points)} accepted by "
+            f"{w.approved_by} until {w.expires.isoformat()} (the thresholds allow "
+            f"{amount(t.waiver.margin_without, t.in_points, unit_word=False)})")
 
 
 def interval_text(t: TaskVerdict) -> str:

@@ -282,7 +282,7 @@ def test_to_dict_has_the_results_shape_and_is_strict_json() -> None:
     d = v.to_dict()
     json.dumps(d, allow_nan=False)
     assert set(d) == {"name", "kind", "path", "fingerprint", "verdict", "label",
-                      "not_shown_safe", "family", "reason", "warnings", "tiers"}
+                      "not_shown_safe", "waived", "family", "reason", "warnings", "tiers"}
     tier = d["tiers"][0]  # type: ignore[index]
     assert set(tier) == {"tier", "verdict", "mean_delta_items", "mean_delta_tasks",
                          "worst_task", "tasks"}
@@ -291,7 +291,7 @@ def test_to_dict_has_the_results_shape_and_is_strict_json() -> None:
         "delta", "ci_low", "ci_high", "ci_level", "method", "p_value", "p_any_difference",
         "changed", "detectable", "infinite_items", "p_fail",
         "p_fail_adjusted", "p_pass", "n", "n_used", "kind", "margin", "threshold", "verdict",
-        "inconclusive_policy", "advice", "chance", "flags", "flipped", "sequential"}
+        "inconclusive_policy", "advice", "chance", "flags", "flipped", "sequential", "waiver"}
     assert set(tier["tasks"][0]["flipped"][0]) == {"doc_id", "prompt", "target",
                                                    "base_response", "candidate_response"}
 
@@ -312,7 +312,7 @@ def test_release_requires_every_candidate_by_default() -> None:
     assert judge_release([good, bad, worse]).reason == "overfit fails: overfit reason; full fails too"
     r = judge_release([good, bad], release=["careful"])
     assert (r.verdict, r.exit_code, r.candidates) == (Verdict.PASS, EXIT_PASS, ("careful",))
-    assert r.to_dict() == {"verdict": "PASS", "label": "PASS", "not_shown_safe": 0,
+    assert r.to_dict() == {"verdict": "PASS", "label": "PASS", "not_shown_safe": 0, "waived": 0,
                            "exit_code": 0, "candidates": ["careful"], "reason": "careful passes"}
 
 
