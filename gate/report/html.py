@@ -92,7 +92,7 @@ def _matrix(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for cand in results["candidates"]:
         tiers = {t["tier"]: t for t in cand["tiers"]}
-        cells = []
+        cells: list[dict[str, Any] | None] = []
         for name in TIER_ORDER:
             tier = tiers.get(name)
             if tier is None:
@@ -104,13 +104,23 @@ def _matrix(results: dict[str, Any]) -> list[dict[str, Any]]:
             cells.append({"verdict": tier["verdict"], "task": task["task"],
                           "delta": fmt.delta(task, task["delta"]), "interval": fmt.interval(task),
                           "used": f"{used:,} of {total:,} items" if used != total else f"{total:,} items",
-                          "detectable": fmt.detectable(task) if tier["verdict"] in ("PASS", "WAIVED") else ""})
+                          "detectable": _could_see(task) if tier["verdict"] in ("PASS", "WAIVED") else ""})
         role = ("picked checkpoint" if cand["name"] in picked else "checkpoint" if cand["name"] in swept
                 else "released" if cand["name"] in released else "not released")
         rows.append({"name": cand["name"], "kind": cand["kind"], "verdict": cand["verdict"],
                      "label": fmt.label(cand), "role": role, "cells": cells,
                      "fingerprint": (cand.get("fingerprint") or "")[:12]})
     return rows
+
+
+def _could_see(task: dict[str, Any]) -> str:
+    """What a passing drop tier could have caught, in a few words: "could see a
+    drop ≥ 4.1 pts" (80% power). Empty for a gain (the target tier)."""
+    d = task.get("detectable")
+    if task["kind"] != "drop" or d is None or d != d:
+        return ""
+    word = "drop" if task["higher_is_better"] else "rise"
+    return f"could see a {word} ≥ {fmt.size_of(task, abs(d), points='pts')}"
 
 
 def _provenance_line(results: dict[str, Any]) -> str:

@@ -73,3 +73,40 @@ def test_report_renders_offline_without_errors(tmp_path: Path) -> None:
     assert heading == "Release gate report"
     assert len(screenshot) > 20_000
     assert distinct_rows(screenshot) > 10
+
+
+@pytest.mark.browser
+def test_the_printed_first_page_is_the_approvers_matrix(tmp_path: Path) -> None:
+    """An approver prints the report (or saves it as PDF) for a release ticket:
+    the first page must hold the release verdict, the candidates x tiers
+    matrix and the provenance line, and nothing of the per-candidate detail."""
+    import unicodedata
+
+    import pypdf
+    from playwright.sync_api import sync_playwright
+
+    results = json.loads((FIXTURES / "three_candidates.json").read_text(encoding="utf-8"))
+    html = write_all(results, tmp_path)["html"]
+    pdf = tmp_path / "report.pdf"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(html.resolve().as_uri(), wait_until="load")
+            page.pdf(path=str(pdf), prefer_css_page_size=True)
+        finally:
+            browser.close()
+    pages = [unicodedata.normalize("NFKC", p.extract_text()) for p in pypdf.PdfReader(pdf).pages]
+    assert len(pages) > 1
+    first = pages[0]
+    assert f"Release: {results['release']['verdict']}" in first
+    assert "At a glance" in first and "target tier" in first and "general tier" in first
+    for cand in results["candidates"]:
+        assert cand["name"] in first, cand["name"]
+        for tier in cand["tiers"]:
+            assert tier["worst_task"] in first, (cand["name"], tier["tier"])
+    assert "Provenance:" in first
+    rest = "\n".join(pages[1:])
+    for cand in results["candidates"]:  # each candidate's own section starts after the first page
+        heading = f"Candidate {cand['name']} ({cand['kind']})"
+        assert heading not in first and heading in rest, heading
