@@ -86,6 +86,11 @@ def test_a_matching_waiver_turns_the_fail_into_waived_everywhere(world: Path) ->
     html = (world / "out" / "report.html").read_text(encoding="utf-8")
     assert 'class="verdict WAIVED"' in html and "waived by alice@example.com until 2099-12-31" in html
     assert "thresholds allow 2.0 pts" in html  # the waived drop next to the thresholds' own
+    from gate.integrations.wandb_log import summary_metrics
+
+    keys = summary_metrics(results)  # what the W&B run's summary gets
+    assert keys["gate/waived"] == 1 and keys["gate/forgetful/waived"] == 1
+    assert keys["gate/forgetful/general/verdict"] == "WAIVED"
 
 
 def test_a_retrained_adapter_is_not_waived(world: Path) -> None:

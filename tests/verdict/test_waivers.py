@@ -112,6 +112,7 @@ def test_a_true_drop_at_the_waived_margin_is_counted_a_pass_at_most_alpha() -> N
                 v = judge({"t": base_t, "g": b}, {"t": cand_t, "g": c}, [waiver(waived_drop)]).candidates[0]
                 passed += v.verdict is Verdict.PASS
             rate = passed / reps
+            print(f"waived drop at the margin: n={n:5d} flipped={flip:.2f} counted a pass {rate:.4f}")
             worst = max(worst, rate)
             assert rate <= bound(reps), (n, flip, rate)
     assert worst > 0.02, worst
