@@ -76,9 +76,6 @@ class Waiver:
     #: where it was read: "waivers.yaml: waivers.2"
     source: str = ""
 
-    def covers(self, task: str, tier: str) -> bool:
-        return self.task == task if self.task is not None else self.tier == tier
-
     def expired(self, today: date) -> bool:
         """A waiver holds through its expiry date, not after."""
         return today > self.expires

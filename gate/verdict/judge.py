@@ -36,6 +36,13 @@ The candidate FAILs when any resolved task fails, else it PASSes (so a
 candidate verdict is never INCONCLUSIVE; task and tier verdicts keep the raw
 INCONCLUSIVE).
 
+Waivers (waivers.yaml, matched to a candidate by its fingerprint): a waived
+task is judged as above with the waiver's allowed drop as its margin (the
+rounds used it too). If it then PASSes but its interval's worse edge lies
+beyond the thresholds' own margin, its verdict is WAIVED, which counts as a
+pass (a tier whose worst task is WAIVED is WAIVED); otherwise it keeps its
+verdict (a drop beyond the waived one still FAILs).
+
 Release: the named candidates (all of them when none are named) must PASS;
 exit code 0 when they do, 1 when not (gate.errors).
 
