@@ -88,17 +88,18 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     store, records_cache = open_store(cfg.baseline.store), records_cache_for(cfg.cache_dir)   # baseline
     known = lookup(store, records_cache, keys, plans, store_label=str(cfg.baseline.store),
                    require=cfg.baseline.require, rounds=th.sequential.enabled, say=say)
+    settle, settled = _settle(setup, known, plans, policies, waivers)
     evaluated, probes = score_missing(setup, engine, known, keys, specs=model_specs(cfg, checked.adapters),  # serve,
                                       plans=plans, policies=by_candidate,                           # evaluate
                                       task_manager=checked.task_manager, store=store,
                                       records_cache=records_cache, say=say,
-                                      settle=_settle(setup, known, plans, policies, waivers),
-                                      track=track or no_track)
+                                      settle=settle, track=track or no_track)
     verdict = judge_run(known.records[BASE_NAME],                                   # verdict
                         [CandidateRecords(c.name, c.kind, known.records[c.name]) for c in cfg.candidates
                          if c.name not in known.skipped],
                         tiers={p.name: p.task.tier for p in plans}, policies=policies, family=th.family,
-                        release=cfg.release, sweeps=setup.sweeps, pick=th.sweep.pick, waivers=waivers)
+                        release=cfg.release, sweeps=setup.sweeps, pick=th.sweep.pick, waivers=waivers,
+                        judged=settled)
     results = run_results(setup, verdict, plans, engine_kind=engine.kind, engine_version=keys.engine_version,  # report
                           base_identity=keys.base_identity, reused=evaluated[BASE_NAME] == 0,
                           fingerprints=keys.fingerprints(), waivers=waiver_checks,
@@ -113,29 +114,33 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
 
 
 def _settle(setup: GateSetup, known: Any, plans: Sequence[Any], policies: Mapping[str, Any],
-            waivers: Mapping[str, Sequence[Any]]) -> Callable[[str], Any]:
-    """Judge one candidate as soon as its records are in (as the verdict stage
-    will, a sweep's checkpoint at alpha/K): its verdict line for the progress
-    display and, with sweep.stop_after_fail, the sweep's later checkpoints to
-    skip when it FAILs."""
+            waivers: Mapping[str, Sequence[Any]]) -> tuple[Callable[[str], Any], dict[str, Any]]:
+    """Judge one candidate as soon as its records are in, as the verdict stage
+    would (a sweep's checkpoint at alpha/K, its waivers applied): its verdict
+    line for the progress display and, with sweep.stop_after_fail, the sweep's
+    later checkpoints to skip when it FAILs. Returns the function and the
+    verdicts it reached, which the verdict stage takes as they are (the
+    records do not change once complete)."""
     from gate.evaluate.score import Settled
     from gate.verdict.judge import Verdict
-    from gate.verdict.run import CandidateRecords, judge_run
+    from gate.verdict.run import CandidateRecords, judge_one
 
     tiers = {p.name: p.task.tier for p in plans}
     kinds = {c.name: c.kind for c in setup.config.candidates}
+    judged: dict[str, Any] = {}
 
     def settle(name: str) -> Settled:
         sweeps = [s for s in setup.sweeps if name in s.candidates]
-        judged = judge_run(known.records[BASE_NAME], [CandidateRecords(name, kinds[name], known.records[name])],
-                           tiers=tiers, policies=policies, family=setup.thresholds.family, release=None,
-                           sweeps=sweeps, waivers=waivers).candidates[0]
-        line = f"{judged.label}: {judged.reason}"
-        if not (sweeps and setup.thresholds.sweep.stop_after_fail and judged.verdict is Verdict.FAIL):
+        verdict = judge_one(known.records[BASE_NAME], CandidateRecords(name, kinds[name], known.records[name]),
+                            tiers=tiers, policies=policies, family=setup.thresholds.family, sweeps=sweeps,
+                            waivers=waivers.get(name, ()))
+        judged[name] = verdict
+        line = f"{verdict.label}: {verdict.reason}"
+        if not (sweeps and setup.thresholds.sweep.stop_after_fail and verdict.verdict is Verdict.FAIL):
             return Settled(line)
         return Settled(line, sweeps[0].candidates[sweeps[0].candidates.index(name) + 1:])
 
-    return settle
+    return settle, judged
 
 
 def compare(base_dir: Path, candidates: Sequence[tuple[str, Path]], thresholds: Thresholds, *, out: Path,
