@@ -155,14 +155,17 @@ def label(verdict: Task) -> str:
     return str(verdict.get("label") or verdict["verdict"])
 
 
-def detectable(task: Task) -> str:
+def detectable(task: Task, *, short: bool = False) -> str:
     """What this run could see (PASS and INCONCLUSIVE tasks): "could detect a
-    drop of 4.1 points or more" (80% power, normal approximation)."""
+    drop of 4.1 points or more" (80% power, normal approximation). `short`:
+    "could see a drop ≥ 4.1 pts", for drop tasks only (the approver's matrix)."""
     d = task.get("detectable")
-    if d is None or task["verdict"] == "FAIL" or d != d:
+    if d is None or task["verdict"] == "FAIL" or d != d or (short and task["kind"] != "drop"):
         return ""
-    shown = size_of(task, abs(d) if task["kind"] == "drop" else d, points="points")
+    shown = size_of(task, abs(d) if task["kind"] == "drop" else d, points="pts" if short else "points")
     if task["kind"] == "drop":
+        if short:
+            return f"could see a {'drop' if task['higher_is_better'] else 'rise'} ≥ {shown}"
         word = "drop" if task["higher_is_better"] else "worsening"
         return f"this run could detect a {word} of {shown} or more (80% power)"
     return f"this run would fail a gain of {shown} or less (80% power)"

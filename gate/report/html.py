@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from gate.config.policy import TIERS
 from gate.report import format as fmt
 from gate.report.plots import forest_svg, sweep_svg
 from gate.report.remedies import remedies, summary_sentence, sweep_remedy
@@ -79,9 +80,6 @@ def _probe_view(probe: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-TIER_ORDER = ("target", "related", "general")
-
-
 def _matrix(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The approver's first screen: a row per candidate, a cell per tier with
     its verdict, the task that decided it (delta and interval), the items used
@@ -93,7 +91,7 @@ def _matrix(results: dict[str, Any]) -> list[dict[str, Any]]:
     for cand in results["candidates"]:
         tiers = {t["tier"]: t for t in cand["tiers"]}
         cells: list[dict[str, Any] | None] = []
-        for name in TIER_ORDER:
+        for name in TIERS:
             tier = tiers.get(name)
             if tier is None:
                 cells.append(None)
@@ -104,23 +102,14 @@ def _matrix(results: dict[str, Any]) -> list[dict[str, Any]]:
             cells.append({"verdict": tier["verdict"], "task": task["task"],
                           "delta": fmt.delta(task, task["delta"]), "interval": fmt.interval(task),
                           "used": f"{used:,} of {total:,} items" if used != total else f"{total:,} items",
-                          "detectable": _could_see(task) if tier["verdict"] in ("PASS", "WAIVED") else ""})
+                          "detectable": fmt.detectable(task, short=True)
+                          if tier["verdict"] in ("PASS", "WAIVED") else ""})
         role = ("picked checkpoint" if cand["name"] in picked else "checkpoint" if cand["name"] in swept
                 else "released" if cand["name"] in released else "not released")
         rows.append({"name": cand["name"], "kind": cand["kind"], "verdict": cand["verdict"],
                      "label": fmt.label(cand), "role": role, "cells": cells,
                      "fingerprint": (cand.get("fingerprint") or "")[:12]})
     return rows
-
-
-def _could_see(task: dict[str, Any]) -> str:
-    """What a passing drop tier could have caught, in a few words: "could see a
-    drop ≥ 4.1 pts" (80% power). Empty for a gain (the target tier)."""
-    d = task.get("detectable")
-    if task["kind"] != "drop" or d is None or d != d:
-        return ""
-    word = "drop" if task["higher_is_better"] else "rise"
-    return f"could see a {word} ≥ {fmt.size_of(task, abs(d), points='pts')}"
 
 
 def _provenance_line(results: dict[str, Any]) -> str:
@@ -149,7 +138,7 @@ def render_html(results: dict[str, Any]) -> str:
         "candidates": [_candidate_view(c, i) for i, c in enumerate(results["candidates"], 1)],
         "probes": [_probe_view(p) for p in results["probes"]],
         "matrix": _matrix(results),
-        "tier_order": TIER_ORDER,
+        "tier_order": TIERS,
         "provenance_line": _provenance_line(results),
         "waivers_in_force": [w for w in results.get("waivers", []) if w["status"] == "in_force"],
         "sweeps": results.get("sweeps", []),

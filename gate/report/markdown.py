@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gate.config.policy import TIERS
 from gate.report import format as fmt
 
 WAIVER_STATUS = {"in_force": "🔖 in force:", "expired": "⌛ expired, not applied:", "no_match": "❔ not applied:"}
@@ -58,7 +59,7 @@ def _sweep_lines(sweep: dict[str, Any]) -> list[str]:
             f"**{name}** (picked)" if c["candidate"] == sweep["pick"] else name,
             "—" if c["step"] is None else str(c["step"]),
             "—" if c["epoch"] is None else f"{c['epoch']:g}",
-            *(_verdict(c["tiers"][t]) if t in c["tiers"] else "—" for t in ("target", "related", "general")),
+            *(_verdict(c["tiers"][t]) if t in c["tiers"] else "—" for t in TIERS),
             verdict]))
     lines += ["", f"{md_escape(sweep['name'])} {md_escape(sweep['reason'])}"]
     return lines
