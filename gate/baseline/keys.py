@@ -50,13 +50,13 @@ class RunKeys:
     """Keys for one run: built once from the config, the plans and the engine."""
 
     def __init__(self, setup: GateSetup, plans: Sequence[TaskPlan], *, engine_kind: str, engine_version: str,
-                 policies: Mapping[str, Mapping[str, TaskPolicy]], identities: ModelIdentities | None = None) -> None:
+                 policies: Mapping[str, Mapping[str, TaskPolicy]], identities: ModelIdentities) -> None:
         cfg = setup.config
         self._cfg = cfg
         self._engine_kind, self.engine_version = engine_kind, engine_version
         self._lm_eval_version = fp.installed_version("lm_eval", "lm-eval")
         self._sequential = setup.thresholds.sequential.enabled
-        self.identities = identities or ModelIdentities(setup)
+        self.identities = identities
         self.base_identity = self.identities.base_identity
         self.model_ids = self.identities.model_ids
         base_keys = {p.name: self.key(BASE_NAME, p).digest() for p in plans}
