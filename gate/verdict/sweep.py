@@ -11,9 +11,9 @@ checkpoint of a sweep of K is judged at alpha/K (Bonferroni across
 checkpoints, applied to each task's alpha, early-stopping looks included):
 the chance that any truly unsafe checkpoint PASSes is then at most alpha, and
 whichever rule picks among the PASSes, the pick's PASS carries the rate a
-single candidate's does. `tests/verdict/test_sweep_calibration.py` checks
-this by simulation through `judge_candidate`, and that judging at alpha
-would not hold it. (A step-down Holm across checkpoints would be a little
+single candidate's does. `tests/verdict/test_sweep.py` checks this by
+simulation (vectorised over the paired test, and through `judge_run`), and
+that judging at alpha would not hold it. (A step-down Holm across checkpoints would be a little
 more powerful, but needs a p-value for every PASS, which a task decided
 early by its confidence sequence does not have.)
 
