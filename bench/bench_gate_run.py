@@ -12,18 +12,15 @@ Usage: python bench/bench_gate_run.py [--runs 3] [--engine vllm|hf]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchlib import toy_gate_config
+from benchlib import run_in_child, toy_gate_config, toy_run_args
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = r"""
@@ -40,23 +37,8 @@ print("BENCH " + json.dumps({"wall_s": wall, "exit_code": result.exit_code,
 """
 
 
-def one(config: Path) -> dict:
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(config)], capture_output=True, text=True, cwd=REPO)
-    total = time.perf_counter() - t
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")), None)
-    if line is None:
-        raise SystemExit(f"gate run failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-    data = json.loads(line[len("BENCH "):])
-    data["process_s"] = total
-    return data
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
-    args = ap.parse_args()
+    args = toy_run_args()
     from gate import toy
 
     world = toy.build()
@@ -64,8 +46,8 @@ def main() -> None:
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="gate-bench-") as tmp:
             config = toy_gate_config(world, Path(tmp), args.engine)
-            firsts.append(one(config))
-            reruns.append(one(config))
+            firsts.append(run_in_child(RUNNER, config))
+            reruns.append(run_in_child(RUNNER, config))
     med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
     rows = [
         ("first run (cold), s", med(firsts, "wall_s"), "<= 300 (issue 4)"),

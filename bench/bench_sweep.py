@@ -14,19 +14,15 @@ Usage: python bench/bench_sweep.py [--runs 3] [--engine vllm|hf]
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 from bench_gate_run import RUNNER
-from benchlib import median, record, run_in_child, table, toy_gate_config
+from benchlib import median, record, run_in_child, table, toy_gate_config, toy_run_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
-    args = ap.parse_args()
+    args = toy_run_args()
     from gate import toy
 
     world = toy.build()

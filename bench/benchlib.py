@@ -7,6 +7,7 @@ load average says how much to trust them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -73,12 +74,23 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> N
 def run_in_child(runner: str, config: Path) -> dict[str, Any]:
     """Run `runner` (Python source that ends by printing one `BENCH <json>` line)
     on a gate config in a fresh interpreter: every measurement starts from an
-    empty process, so imports and peak memory are those of one `gate run`."""
+    empty process, so imports and peak memory are those of one `gate run`.
+    Adds `process_s`: the child's whole wall time, interpreter start included."""
+    started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", runner, str(config)], capture_output=True, text=True, cwd=REPO)
+    elapsed = time.perf_counter() - started
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:
         raise SystemExit(f"gate run failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return dict(json.loads(line[len("BENCH "):]))
+    return {**json.loads(line[len("BENCH "):]), "process_s": elapsed}
+
+
+def toy_run_args(description: str | None = None) -> argparse.Namespace:
+    """The flags of the benches that gate the toy world: --runs (median of) and --engine."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--engine", default="vllm", choices=["vllm", "hf"])
+    return ap.parse_args()
 
 
 def toy_gate_config(world: Any, work: Path, engine: str, *, wandb: bool = True, **changes: Any) -> Path:
