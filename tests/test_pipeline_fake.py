@@ -8,12 +8,10 @@ forgets and which learns. The real-engine tests live in test_run_vllm.py.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from fakeworld import fake_adapter_dir, fake_model_dir
+from fakeworld import BASE, FORGETFUL, GOOD, fake_gate_config
 
 from gate.config.load import load_setup
 from gate.pipeline import run
@@ -21,34 +19,9 @@ from gate.serve.fake import FakeEngine, FakeSkill
 
 pytestmark = pytest.mark.heavy
 
-REPO = Path(__file__).resolve().parent.parent
-SUITE = REPO / "tests" / "fixtures" / "fakesuite"
-
-BASE = FakeSkill(accuracy={"fk_target": 0.40, "fk_related": 0.6, "fk_general": 0.8})
-GOOD = FakeSkill(accuracy={"fk_target": 0.90, "fk_related": 0.6, "fk_general": 0.8})
-FORGETFUL = FakeSkill(accuracy={"fk_target": 0.90, "fk_related": 0.6, "fk_general": 0.3})
-
-
-
-
 @pytest.fixture
 def world(tmp_path: Path) -> Path:
-    suite = tmp_path / "suite"
-    shutil.copytree(SUITE, suite)
-    fake_model_dir(tmp_path / "base", b"base-weights")
-    fake_adapter_dir(tmp_path / "good", b"good")
-    fake_adapter_dir(tmp_path / "forgetful", b"forgetful")
-    cfg = {
-        "base": {"path": "base"},
-        "candidates": [{"name": "good", "adapter": "good"}, {"name": "forgetful", "adapter": "forgetful"}],
-        "suite": "suite/suite.yaml",
-        "thresholds": str(REPO / "thresholds.yaml"),
-        "engine": {"kind": "fake"},
-        "baseline": {"store": "store"},
-        "cache_dir": "cache",
-        "out": "out",
-    }
-    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    fake_gate_config(tmp_path, adapters=("good", "forgetful"))
     return tmp_path
 
 

@@ -11,12 +11,10 @@ name, so two training runs gated this way line up in W&B's run comparison.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from fakeworld import fake_adapter_dir, fake_model_dir
+from fakeworld import BASE, GOOD, fake_adapter_dir, fake_gate_config
 
 from gate.config.load import load_setup
 from gate.pipeline import run
@@ -25,24 +23,14 @@ from gate.serve.fake import FakeEngine, FakeSkill
 pytestmark = pytest.mark.heavy
 
 REPO = Path(__file__).resolve().parent.parent
-SUITE = REPO / "tests" / "fixtures" / "fakesuite"
 
-BASE = FakeSkill(accuracy={"fk_target": 0.40, "fk_related": 0.6, "fk_general": 0.8})
 LEARNING = FakeSkill(accuracy={"fk_target": 0.70, "fk_related": 0.6, "fk_general": 0.8})
-LEARNED = FakeSkill(accuracy={"fk_target": 0.90, "fk_related": 0.6, "fk_general": 0.8})
+LEARNED = GOOD
 FORGOT = FakeSkill(accuracy={"fk_target": 0.95, "fk_related": 0.6, "fk_general": 0.3})
 
 
-def _world(tmp: Path, candidates: list[dict], wandb: dict | None = None) -> Path:
-    if not (tmp / "suite").exists():
-        shutil.copytree(SUITE, tmp / "suite")
-        fake_model_dir(tmp / "base", b"base-weights")
-    cfg = {"base": {"path": "base"}, "candidates": candidates, "suite": "suite/suite.yaml",
-           "thresholds": str(REPO / "thresholds.yaml"), "engine": {"kind": "fake"},
-           "baseline": {"store": "store"}, "cache_dir": "cache", "out": "out",
-           **({"wandb": wandb} if wandb else {})}
-    (tmp / "gate.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return tmp / "gate.yaml"
+def _world(tmp: Path, candidates: list[dict], wandb: dict | None = None, **config: object) -> Path:
+    return fake_gate_config(tmp, adapters=(), candidates=candidates, **({"wandb": wandb} if wandb else {}), **config)
 
 
 def _training_run(root: Path) -> Path:
@@ -141,9 +129,7 @@ def test_stop_after_fail_scores_nothing_after_the_first_failing_checkpoint(tmp_p
     thresholds = tmp_path / "thresholds.yaml"
     thresholds.write_text((REPO / "thresholds.yaml").read_text(encoding="utf-8")
                           + "\nsweep:\n  stop_after_fail: true\n", encoding="utf-8")
-    config = _world(tmp_path, [{"name": "ft", "sweep": "ft"}])
-    cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    config.write_text(yaml.safe_dump({**cfg, "thresholds": str(thresholds)}), encoding="utf-8")
+    config = _world(tmp_path, [{"name": "ft", "sweep": "ft"}], thresholds=str(thresholds))
     engine_skills = {"base": BASE, "ft@100": LEARNING, "ft@200": FORGOT, "ft@300": LEARNED}
     said: list[str] = []
 

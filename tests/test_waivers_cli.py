@@ -16,27 +16,16 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from fakeworld import fake_adapter_dir, fake_model_dir
+from fakeworld import BASE, FORGETFUL, fake_adapter_dir, fake_gate_config
 
 from gate.cli.main import cli
-from gate.serve.fake import FakeEngine, FakeSkill
+from gate.serve.fake import FakeEngine
 
 pytestmark = pytest.mark.heavy
 
-REPO = Path(__file__).resolve().parent.parent
-BASE = FakeSkill(accuracy={"fk_target": 0.40, "fk_related": 0.6, "fk_general": 0.8})
-FORGETFUL = FakeSkill(accuracy={"fk_target": 0.90, "fk_related": 0.6, "fk_general": 0.3})
-
-
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copytree(REPO / "tests" / "fixtures" / "fakesuite", tmp_path / "suite")
-    fake_model_dir(tmp_path / "base", b"base-weights")
-    fake_adapter_dir(tmp_path / "forgetful", b"forgetful-v1")
-    (tmp_path / "gate.yaml").write_text(yaml.safe_dump({
-        "base": {"path": "base"}, "candidates": [{"name": "forgetful", "adapter": "forgetful"}],
-        "suite": "suite/suite.yaml", "thresholds": str(REPO / "thresholds.yaml"), "engine": {"kind": "fake"},
-        "baseline": {"store": "store"}, "cache_dir": "cache", "out": "out"}), encoding="utf-8")
+    fake_gate_config(tmp_path, adapters=("forgetful",))
     monkeypatch.setattr("gate.serve.factory.make_engine",
                         lambda _cfg: FakeEngine({"base": BASE, "forgetful": FORGETFUL}))
     monkeypatch.chdir(tmp_path)
