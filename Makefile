@@ -6,20 +6,20 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-fast bench bench-quick lint toy venv browser clean
+.PHONY: demo test test-fast bench bench-quick lint toy venv system-tools clean
 
 venv:
 	@bash scripts/bootstrap.sh
 
-browser:
-	@bash scripts/install_browser.sh
+system-tools:
+	@bash scripts/install_system_tools.sh
 
 ## make demo: build (or reuse) the toy world and gate its four candidates through vLLM
 demo: venv
 	$(BIN)/gate demo
 
 ## make test: the whole test suite (builds the toy world once, starts real vLLM servers)
-test: venv browser toy
+test: venv system-tools toy
 	$(BIN)/python -m pytest -q
 
 ## make test-fast: the unit tests: no toy world, engine, browser, lm-eval run, torch model or child process (about a minute)

@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, median, record, table
+from benchlib import median, record, table
 
 LL_TYPES = {"multiple_choice", "loglikelihood", "loglikelihood_rolling"}
 TARGET = 0.80
@@ -117,7 +117,7 @@ def main() -> None:
     world = toy.build()
     with tempfile.TemporaryDirectory(prefix="gate-bench-engine-") as tmp:
         work = Path(tmp)
-        cfg = demo_config(world, work / "out", "vllm", REPO)
+        cfg = demo_config(world, work / "out", "vllm")
         cfg.pop("wandb", None)
         config = work / "gate.yaml"
         config.write_text(yaml.safe_dump(cfg), encoding="utf-8")

@@ -131,7 +131,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gate-bench-memory-") as tmp:
         work = Path(tmp)
         suite = write_suite(work / "suite", args.items)
-        cfg = demo_config(world, work / "out", args.engine, REPO)
+        cfg = demo_config(world, work / "out", args.engine)
         cfg.pop("wandb", None)
         cfg["candidates"] = [{"name": "careful", "adapter": str(world.candidates["careful"])}]
         cfg["suite"] = str(suite)

@@ -78,7 +78,7 @@ def main() -> None:
             naive_wall += w_base + w_cand
             naive_requests += r_base + r_cand
             print(f"naive: base {w_base:.1f} s + {name} {w_cand:.1f} s", flush=True)
-        cfg = demo_config(world, work / "out", "vllm", REPO)
+        cfg = demo_config(world, work / "out", "vllm")
         cfg.pop("wandb", None)
         cfg["baseline"]["store"] = str(work / "store")
         cfg["cache_dir"] = str(work / "cache")

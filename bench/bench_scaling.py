@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, median, record, run_in_child, table
+from benchlib import median, record, run_in_child, table
 
 TARGET = 3.0  # 8 candidates take at most 3x as long as 1
 RUNNER = r"""
@@ -95,7 +95,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gate-bench-scaling-") as tmp:
         work = Path(tmp)
         adapters = derive_adapters(Path(world.candidates["careful"]), work / "adapters", max(counts))
-        base_cfg = demo_config(world, work / "out", "vllm", REPO)
+        base_cfg = demo_config(world, work / "out", "vllm")
         base_cfg.pop("wandb", None)
         vllm_engine = make_engine_for(base_cfg, work, make_engine)
         assert isinstance(vllm_engine, VllmEngine)

@@ -101,7 +101,7 @@ def toy_gate_config(world: Any, work: Path, engine: str, *, wandb: bool = True, 
 
     from gate.cli.demo import demo_config
 
-    cfg = demo_config(world, work / "out", engine, REPO)
+    cfg = demo_config(world, work / "out", engine)
     cfg["baseline"]["store"] = str(work / "store")
     cfg["cache_dir"] = str(work / "cache")
     if not wandb:

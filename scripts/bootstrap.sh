@@ -24,7 +24,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 pip="$VENV/bin/python -m pip"
 $pip install -q --upgrade pip
-echo "bootstrap: installing torch (CPU) and the gate[$extras] (a few minutes the first time)"
+echo "bootstrap: installing torch (CPU) and forgetting-gate[$extras] (a few minutes the first time)"
 $pip install -q torch==2.13.0 -c constraints/cpu.txt
 $pip install -q -e ".[$extras]" -c constraints/cpu.txt
 $pip uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true

@@ -1,6 +1,6 @@
-"""Regenerate the committed toy suite (suites/toy/) from gate.toy's generators.
+"""Regenerate the committed toy suite (gate/suites/toy/) from gate.toy's generators.
 
-Usage: python scripts/make_toy_data.py [OUT_DIR]   (default: suites/toy next to this script)
+Usage: python scripts/make_toy_data.py [OUT_DIR]   (default: gate/suites/toy next to this script)
 
 Training data and evaluation data come from the same generator code
 (gate/toy/corpus.py); tests/toy/test_toy_data.py fails when the committed files drift.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gate.toy.suite import write_suite
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "suites" / "toy"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "gate" / "suites" / "toy"
 
 
 def main(argv: list[str]) -> int:

@@ -32,7 +32,7 @@ def toy_world():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def first_run(toy_world, tmp_path_factory):  # type: ignore[no-untyped-def]
     work = tmp_path_factory.mktemp("vllm-run")
-    cfg = demo_config(toy_world, work / "out", "vllm", REPO)
+    cfg = demo_config(toy_world, work / "out", "vllm")
     cfg["baseline"]["store"] = str(work / "store")
     cfg["cache_dir"] = str(work / "cache")
     config = work / "gate.yaml"

@@ -18,25 +18,13 @@ from rich.console import Console
 from gate.cli.common import handle_errors
 from gate.cli.summary import print_verdict, run_quietly
 from gate.cli.terminal import verbosity_options
-
-
-def _thresholds(repo_root: Path) -> Path:
-    """The toy suite's release policy: from the current checkout, else the package's repo."""
-    rel = Path("suites") / "toy" / "thresholds.yaml"
-    for candidate in (repo_root / rel, Path(__file__).resolve().parents[2] / rel):
-        if candidate.is_file():
-            return candidate
-    from gate.errors import ConfigError
-
-    raise ConfigError("no toy release policy found", file=str(repo_root / rel),
-                      fix="run `gate demo` from the gate repository")
-
+from gate.suites import TOY_THRESHOLDS
 
 #: the toy candidate whose training run is gated as a sweep of its checkpoints
 SWEPT = "overfit"
 
 
-def demo_config(world: Any, out: Path, engine: str, repo_root: Path, *, sweep: bool = False) -> dict[str, Any]:
+def demo_config(world: Any, out: Path, engine: str, *, sweep: bool = False) -> dict[str, Any]:
     """The run config for the toy world (absolute paths). `sweep`: gate every
     checkpoint of the `overfit` run (one per epoch) and pick one, as the demo does."""
     cands = []
@@ -49,7 +37,7 @@ def demo_config(world: Any, out: Path, engine: str, repo_root: Path, *, sweep: b
         "base": {"path": str(world.base), "dtype": "float32"},
         "candidates": cands,
         "suite": str(world.suite),
-        "thresholds": str(_thresholds(repo_root)),
+        "thresholds": str(TOY_THRESHOLDS),
         "engine": {"kind": engine, "vllm": {"enforce_eager": True}},
         "baseline": {"store": str(Path(".gate/baselines").resolve())},
         "cache_dir": str(Path(".gate/cache").resolve()),
@@ -86,7 +74,7 @@ def demo_cmd(out: Path, engine: str, verbose: bool, quiet_flag: bool) -> None:
         world = toy.build(say=stage)
     out.mkdir(parents=True, exist_ok=True)
     config_file = out / "gate.yaml"
-    data = demo_config(world, out, engine, Path.cwd(), sweep=True)
+    data = demo_config(world, out, engine, sweep=True)
     config_file.write_text("# Written by `gate demo`; rerun with: gate run --config " + str(config_file) + "\n"
                            + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     setup = load_setup(config_file)

@@ -22,6 +22,7 @@ from gate.config.sweep import Sweep, expand_sweeps
 from gate.config.waivers import load_waivers
 from gate.config.yaml_io import load_suite, load_thresholds, parse_model, read_yaml
 from gate.errors import ConfigError, GateError, Problem
+from gate.suites import shipped_suite
 
 
 @dataclass
@@ -74,12 +75,22 @@ class GateSetup:
 PATH_KEYS = ("suite", "thresholds", "waivers", "out", "cache_dir")
 
 
+def _resolve_path(key: str, value: str, root: Path) -> Path:
+    """A path key's value against `root`; `suite: default` names a shipped suite
+    (gate.suites) unless a file of that name is there."""
+    if key == "suite":
+        shipped = shipped_suite(value, root)
+        if shipped is not None:
+            return shipped
+    return resolve(value, root)
+
+
 def _absolutize(data: dict[str, Any], root: Path) -> dict[str, Any]:
     """Resolve the run config's relative paths against `root` (its directory)."""
     data = dict(data)
     for key in PATH_KEYS:
         if isinstance(data.get(key), str):
-            data[key] = str(resolve(data[key], root))
+            data[key] = str(_resolve_path(key, data[key], root))
     base = data.get("base")
     if isinstance(base, dict) and isinstance(base.get("path"), str) and not looks_like_hub_id(base["path"], root):
         data["base"] = {**base, "path": str(resolve(base["path"], root))}
@@ -114,7 +125,7 @@ def _apply_overrides(data: dict[str, Any], ov: Overrides, cwd: Path) -> dict[str
     for key in ("suite", "thresholds", "waivers", "out"):
         value = getattr(ov, key)
         if value:
-            data[key] = str(resolve(value, cwd))
+            data[key] = str(_resolve_path(key, value, cwd))
     if ov.engine:
         data["engine"] = {**(data.get("engine") or {}), "kind": ov.engine}
     if ov.release:

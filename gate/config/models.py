@@ -4,7 +4,7 @@ Three kinds of YAML files, each a pydantic model with `extra="forbid"` so a
 misspelled key is an error, never silently ignored:
 
 - the run config (`gate.yaml`): `RunConfig`
-- a suite (`suites/*.yaml`): `Suite`, three tiers of lm-eval tasks
+- a suite (`gate/suites/*.yaml` ships two, named `default` and `toy`): `Suite`, three tiers of lm-eval tasks
 - the release policy (`thresholds.yaml`): `Thresholds`
 
 Loading turns every pydantic or YAML error into `gate.errors.Problem`s that

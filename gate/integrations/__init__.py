@@ -4,7 +4,7 @@
 
 Each integration imports its third-party library lazily, so `import gate`
 works without the extra installed; calling one without it raises
-`gate.errors.InputError` naming the extra (`pip install 'gate[wandb]'`).
+`gate.errors.InputError` naming the extra (`pip install 'forgetting-gate[wandb]'`).
 """
 
 from __future__ import annotations

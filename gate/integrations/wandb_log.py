@@ -77,7 +77,7 @@ __all__ = [
     "without_secrets",
 ]
 
-INSTALL_HINT = "pip install 'gate[wandb]'"
+INSTALL_HINT = "pip install 'forgetting-gate[wandb]'"
 ARTIFACT_TYPE = "gate-report"
 REPORT_FILES = ("results.json", "report.html", "junit.xml", "summary.md")
 TASK_COLUMNS = ["tier", "task", "metric", "base", "candidate", "delta", "ci_low", "ci_high",

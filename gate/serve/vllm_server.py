@@ -86,7 +86,7 @@ def vllm_missing_error(exc: BaseException) -> InfraError:
     return InfraError(
         f"the vllm engine needs vLLM, which is not importable ({exc})",
         key="engine.kind",
-        fix="pip install 'gate[cpu]' (CPU) or 'gate[vllm]' (GPU), or use engine: hf",
+        fix="pip install 'forgetting-gate[cpu]' (CPU) or 'forgetting-gate[vllm]' (GPU), or use engine: hf",
     )
 
 

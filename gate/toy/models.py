@@ -115,7 +115,7 @@ def _load_base(base_dir: Path, quantized: bool):
         import bitsandbytes  # noqa: F401  (transformers needs it for the nf4 base)
     except ImportError as exc:
         raise InputError("the qlora toy candidate needs bitsandbytes, which is not installed",
-                         key="qlora", fix="pip install 'gate[qlora]'") from exc
+                         key="qlora", fix="pip install 'forgetting-gate[qlora]'") from exc
     from transformers import BitsAndBytesConfig
 
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",

@@ -1,6 +1,6 @@
 """The toy suite: lm-eval task YAMLs, their JSONL data and the three-tier `toy.yaml`.
 
-Everything under `suites/toy/` is written by `write_suite` from the generators in
+Everything under `gate/suites/toy/` is written by `write_suite` from the generators in
 `gate.toy.corpus`, so the committed files and a freshly built world's suite are
 byte-identical (tests/toy/test_toy_data.py checks it).
 

@@ -145,7 +145,7 @@ def test_missing_wandb_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path
     with pytest.raises(InputError) as caught:
         open_wandb_store(REF, cache_root=tmp_path, mode="online")
     assert caught.value.exit_code == EXIT_INPUT
-    assert "pip install 'gate[wandb]'" in str(caught.value)
+    assert "pip install 'forgetting-gate[wandb]'" in str(caught.value)
 
 
 # --------------------------------------------------------------------------- no access

@@ -51,7 +51,7 @@ def folders(tmp_path_factory):  # type: ignore[no-untyped-def]
 def _compare(world, base: Path, cand: Path, name: str, out: Path):  # type: ignore[no-untyped-def]
     return CliRunner().invoke(cli, ["compare", "--base", str(base), "--candidate", f"{name}={cand}",
                                     "--suite", str(world.suite),
-                                    "--thresholds", str(REPO / "suites" / "toy" / "thresholds.yaml"),
+                                    "--thresholds", str(REPO / "gate" / "suites" / "toy" / "thresholds.yaml"),
                                     "--out", str(out)])
 
 
@@ -69,7 +69,7 @@ def test_base_against_a_copy_of_itself_passes_with_zero_deltas(folders, tmp_path
     world, base, _, copy = folders
     th = tmp_path / "th.yaml"
     # The target tier asks for a gain, which a copy cannot show: judge every tier as a no-drop check here.
-    th.write_text((REPO / "suites" / "toy" / "thresholds.yaml").read_text(encoding="utf-8").replace(
+    th.write_text((REPO / "gate" / "suites" / "toy" / "thresholds.yaml").read_text(encoding="utf-8").replace(
         "required_gain: {absolute: 0.10}\n    inconclusive: fail", "required_gain: {absolute: 0.0}\n    inconclusive: pass"),
         encoding="utf-8")
     res = CliRunner().invoke(cli, ["compare", "--base", str(base), "--candidate", f"same={copy}",

@@ -11,13 +11,13 @@ from gate.cli.main import cli
 from gate.config.yaml_io import load_suite, load_thresholds
 
 REPO = Path(__file__).resolve().parents[2]
-SUITES = sorted(p for p in (REPO / "suites").rglob("*.yaml") if "tasks" not in p.relative_to(REPO / "suites").parts
+SUITES = sorted(p for p in (REPO / "gate" / "suites").rglob("*.yaml") if "tasks" not in p.relative_to(REPO / "gate" / "suites").parts
                 and p.name not in ("gate.yaml", "thresholds.yaml"))
-THRESHOLDS = [REPO / "thresholds.yaml", *sorted((REPO / "suites").rglob("thresholds.yaml"))]
+THRESHOLDS = [REPO / "thresholds.yaml", *sorted((REPO / "gate" / "suites").rglob("thresholds.yaml"))]
 
 
 def test_there_are_shipped_suites() -> None:
-    names = {p.relative_to(REPO / "suites").as_posix() for p in SUITES}
+    names = {p.relative_to(REPO / "gate" / "suites").as_posix() for p in SUITES}
     assert {"default.yaml", "toy/toy.yaml"} <= names
 
 
@@ -49,7 +49,7 @@ def test_default_suite_tasks_resolve_in_lm_eval() -> None:
     """The real-world suite names real lm-eval tasks (looked up, not downloaded)."""
     from gate.config.tasks import resolve_tasks
 
-    suite_file = REPO / "suites" / "default.yaml"
+    suite_file = REPO / "gate" / "suites" / "default.yaml"
     tasks, problems = resolve_tasks(load_suite(suite_file), suite_file)
     assert problems == []
     names = {t.name for t in tasks}

@@ -237,7 +237,7 @@ def test_missing_wandb_names_the_extra(
     with pytest.raises(InputError) as caught:
         log_to_wandb(results, out, project="finetunes")
     assert caught.value.exit_code == EXIT_INPUT
-    assert "pip install 'gate[wandb]'" in str(caught.value)
+    assert "pip install 'forgetting-gate[wandb]'" in str(caught.value)
     assert "`wandb` package" in str(caught.value)
 
 

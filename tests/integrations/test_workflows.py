@@ -1,4 +1,4 @@
-"""The GitHub workflows are valid and pass zizmor's security audit offline."""
+"""The GitHub workflows are valid and pass zizmor's security audit and actionlint (with shellcheck) offline."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_release_gate_interface() -> None:
     call = workflow[True]["workflow_call"]  # PyYAML reads the key `on` as True
     assert set(call["inputs"]) >= {"runner-labels", "config", "gate-spec", "python-version",
                                    "release-candidates", "wandb-project"}
-    assert call["inputs"]["gate-spec"]["default"] == "gate[vllm]"
+    assert call["inputs"]["gate-spec"]["default"] == "forgetting-gate[vllm]"
     assert set(call["secrets"]) == {"HF_TOKEN", "WANDB_API_KEY"}
     job = workflow["jobs"]["gate"]
     assert job["runs-on"] == "${{ fromJSON(inputs.runner-labels) }}"
@@ -66,3 +66,44 @@ def test_release_gate_interface() -> None:
     for name in ("report.html", "results.json", "junit.xml", "summary.md"):
         assert name in upload["with"]["path"]
     assert workflow["permissions"] == {"contents": "read"}
+
+
+@pytest.mark.parametrize("path", [*FILES, INIT_TEMPLATE], ids=lambda p: p.parent.name + "/" + p.name)
+def test_actionlint_with_shellcheck_finds_nothing(path: Path) -> None:
+    """actionlint checks expressions, job graphs and action inputs, and runs
+    shellcheck on every `run:` script (scripts/install_system_tools.sh installs it)."""
+    done = subprocess.run([str(BIN / "actionlint"), "-shellcheck", _shellcheck(), str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_catches_what_it_is_here_for(tmp_path: Path) -> None:
+    """The check above can fail: a `run:` script with an unquoted variable
+    (shellcheck SC2086) and a reference to an undefined job output are reported."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\n"
+        "permissions: {}\n"
+        "jobs:\n"
+        "  a:\n"
+        "    runs-on: ubuntu-latest\n"
+        "    steps:\n"
+        "      - run: echo $HOME/$FOO\n"
+        "  b:\n"
+        "    needs: a\n"
+        "    runs-on: ubuntu-latest\n"
+        "    steps:\n"
+        "      - run: echo \"${{ needs.a.outputs.missing }}\"\n", encoding="utf-8")
+    done = subprocess.run([str(BIN / "actionlint"), "-shellcheck", _shellcheck(), str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "SC2086" in done.stdout
+    assert "missing" in done.stdout
+
+
+def _shellcheck() -> str:
+    import shutil
+
+    found = shutil.which("shellcheck")
+    assert found, "shellcheck is missing: run scripts/install_system_tools.sh"
+    return found

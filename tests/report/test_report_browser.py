@@ -1,6 +1,6 @@
 """report.html in a real headless browser: it renders offline, quietly.
 
-Drives the system chromium (scripts/install_browser.sh; GATE_CHROMIUM
+Drives the system chromium (scripts/install_system_tools.sh; GATE_CHROMIUM
 overrides the path) through Playwright's `executable_path`, so no browser is
 downloaded. Asserts what a reader of a CI artifact relies on: no console
 error, no request but the file itself, and a page that actually drew.
@@ -50,7 +50,7 @@ def distinct_rows(png: bytes) -> int:
 def test_report_renders_offline_without_errors(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: run scripts/install_browser.sh"
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: run scripts/install_system_tools.sh"
     results = json.loads((FIXTURES / "three_candidates.json").read_text(encoding="utf-8"))
     html = write_all(results, tmp_path)["html"]
     url = html.resolve().as_uri()

@@ -250,7 +250,7 @@ def test_parallel_settings_in_gate_yaml_reach_the_command_line():
 
     cfg = RunConfig.model_validate({
         "base": {"path": "/models/base"}, "candidates": [{"name": "a", "adapter": "/adapters/a"}],
-        "suite": "suites/default.yaml",
+        "suite": "default",
         "engine": {"kind": "vllm", "vllm": {
             "tensor_parallel_size": 8, "pipeline_parallel_size": 2, "data_parallel_size": 2,
             "batch_size": 4, "extra_args": ["--distributed-executor-backend", "ray"]}}})

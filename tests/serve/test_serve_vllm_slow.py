@@ -21,7 +21,7 @@ from gate.serve.hf import HfEngine
 from gate.serve.vllm_server import VllmEngine, VllmOptions
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
-pytest.importorskip("vllm")  # the optional extra gate[cpu] / gate[vllm]
+pytest.importorskip("vllm")  # the optional extra forgetting-gate[cpu] / [vllm]
 
 
 def _group(tiny):

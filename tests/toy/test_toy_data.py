@@ -1,6 +1,6 @@
 """Fast checks of the toy suite's data and tokenizer (no training).
 
-The committed suites/toy/ must be exactly what scripts/make_toy_data.py
+The committed gate/suites/toy/ must be exactly what scripts/make_toy_data.py
 writes, so training data and eval data cannot drift apart unnoticed.
 """
 
@@ -19,7 +19,7 @@ from gate.toy.suite import suite_files, task_specs
 from gate.toy.tokenizer import save_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
-SUITE = REPO / "suites" / "toy"
+SUITE = REPO / "gate" / "suites" / "toy"
 
 
 def test_shipped_suite_equals_generated() -> None:
