@@ -8,6 +8,19 @@ fine-tune). They are far more useful with the candidate's own numbers in them
 reads those numbers from the files a PEFT/HF Trainer run leaves behind and the
 run stores them in results.json under the candidate's `training`; the report
 renders from that stored copy alone.
+
+The learning rate says where it comes from (`learning_rate_source`). The
+configured rate is read where a readable file beside the run states it: a
+model card's hyperparameter list (`- learning_rate: 5e-03`, as transformers'
+Trainer writes it), or a training config saved with the run
+(`training_args.json|yaml`, LLaMA-Factory's `training_args.yaml`, an
+Axolotl-style `config.yaml` with a top-level `learning_rate`, a torchtune
+config's `optimizer.lr`). `training_args.bin` states it too, but it is a
+pickle: loading it runs code, so it is never read. Otherwise the rate is the
+largest one logged in trainer_state.json, said as "peak logged": with a
+decaying schedule and no warm-up the first log already sits below the
+setting (a 5e-3 run logs 4e-3 at step 10 of 50), so it is never presented as
+the rate the run was configured with.
 """
 
 from __future__ import annotations
@@ -94,6 +107,79 @@ def _adapter_facts(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: files that may state the configured learning rate, in the candidate's folder or
+#: the run folder above a checkpoint-N, in this order
+CONFIG_FILES = ("training_args.json", "training_args.yaml", "config.yaml", "config.yml")
+#: a model card's hyperparameter list item, as transformers' Trainer writes it
+_CARD_RATE = re.compile(r"^\s*[-*]\s*learning_rate:\s*([0-9.]+(?:[eE][-+]?[0-9]+)?)\s*$", re.MULTILINE)
+
+
+def _rate_in_config(data: Any) -> float | None:
+    """A top-level `learning_rate` (or `lr`), or torchtune's `optimizer: {lr: ...}`."""
+    if not isinstance(data, dict):
+        return None
+    for key in ("learning_rate", "lr"):
+        rate = _number(_as_float(data.get(key)))
+        if rate is not None and rate > 0:
+            return rate
+    optimizer = data.get("optimizer")
+    if isinstance(optimizer, dict):
+        rate = _number(_as_float(optimizer.get("lr")))
+        if rate is not None and rate > 0:
+            return rate
+    return None
+
+
+def _as_float(value: Any) -> Any:
+    """YAML 1.1 reads `5e-5` (no dot) as a string; accept it as the number it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return value
+
+
+def configured_learning_rate(candidate_dir: Path) -> tuple[float, str] | None:
+    """The configured learning rate and the file that states it, or None."""
+    folders = [candidate_dir]
+    if _CHECKPOINT.search(candidate_dir.name):
+        folders.append(candidate_dir.parent)
+    for folder in folders:
+        card = folder / "README.md"
+        if card.is_file():
+            try:
+                match = _CARD_RATE.search(card.read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                match = None
+            if match and (rate := _number(float(match.group(1)))) is not None and rate > 0:
+                return rate, _relative(card, candidate_dir)
+        for name in CONFIG_FILES:
+            path = folder / name
+            if not path.is_file():
+                continue
+            if path.suffix == ".json":
+                data: Any = _read_json(path)
+            else:
+                import yaml
+
+                try:
+                    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                    log.warning("%s: ignored for remedies (%s)", path, exc)
+                    continue
+            rate = _rate_in_config(data)
+            if rate is not None:
+                return rate, _relative(path, candidate_dir)
+    return None
+
+
+def _relative(path: Path, candidate_dir: Path) -> str:
+    """`README.md`, or `../training_args.yaml` for the run folder above a checkpoint."""
+    return "README.md" if path == candidate_dir / "README.md" else (
+        path.name if path.parent == candidate_dir else f"../{path.name}")
+
+
 def _trainer_facts(state: dict[str, Any]) -> dict[str, Any]:
     history = state.get("log_history")
     rates = []
@@ -106,9 +192,10 @@ def _trainer_facts(state: dict[str, Any]) -> dict[str, Any]:
         match = _CHECKPOINT.search(checkpoint.rstrip("/"))
         best_step = int(match.group(1)) if match else None
     return {
-        # The logged rate is the scheduled one at each step; its maximum is the
-        # peak the schedule reached (the configured rate after warm-up).
+        # The logged rate is the scheduled one at each logging step: its maximum is
+        # the peak that was logged, at or below the configured rate.
         "learning_rate": max(rates) if rates else None,
+        "learning_rate_source": "peak logged" if rates else None,
         "num_train_epochs": _number(state.get("num_train_epochs")),
         "epoch": _number(state.get("epoch")),
         "global_step": _integer(state.get("global_step")),
@@ -132,9 +219,13 @@ def training_facts(candidate_dir: Path) -> dict[str, Any] | None:
     state = _read_json(state_file) if state_file else None
     if config is None and state is None:
         return None
+    trainer = _trainer_facts(state) if state is not None else None
+    configured = configured_learning_rate(candidate_dir) if trainer is not None else None
+    if trainer is not None and configured is not None:
+        trainer["learning_rate"], trainer["learning_rate_source"] = configured
     return {
         "adapter_config": _adapter_facts(config) if config is not None else None,
-        "trainer_state": _trainer_facts(state) if state is not None else None,
+        "trainer_state": trainer,
     }
 
 
@@ -145,10 +236,17 @@ def forgetting_found(candidate: dict[str, Any]) -> bool:
 
 
 def learning_rate_text(rate: float) -> str:
-    """0.01 -> "1e-2", 0.0002 -> "2e-4", 3e-5 -> "3e-5": how people write rates."""
-    mantissa, exponent = f"{rate:.1e}".split("e")
+    """0.01 -> "1e-2", 0.0002 -> "2e-4", 3e-5 -> "3e-5": how people write rates,
+    to three significant digits (a logged 4.96e-3 is not a 5e-3)."""
+    mantissa, exponent = f"{rate:.2e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exponent)}"
+
+
+def _logged(state: dict[str, Any]) -> bool:
+    """The rate is the peak logged, not a configured one (results written before
+    `learning_rate_source` existed carry none: said as logged, the safe claim)."""
+    return state.get("learning_rate_source") in (None, "peak logged")
 
 
 def _number_text(value: float) -> str:
@@ -162,7 +260,10 @@ def summary_sentence(candidate: dict[str, Any]) -> str | None:
     state = training.get("trainer_state") or {}
     parts = []
     if state.get("learning_rate") is not None:
-        parts.append(f"at lr {learning_rate_text(state['learning_rate'])}")
+        if _logged(state):
+            parts.append(f"with a peak logged lr of {learning_rate_text(state['learning_rate'])}")
+        else:
+            parts.append(f"at lr {learning_rate_text(state['learning_rate'])}")
     if state.get("num_train_epochs") is not None:
         parts.append(f"for {_number_text(state['num_train_epochs'])} epochs")
     if config.get("r") is not None:
@@ -194,9 +295,13 @@ def remedies(candidate: dict[str, Any]) -> list[Remedy]:
     found: list[Remedy] = []
 
     rate = state.get("learning_rate")
-    if rate is not None:
-        lr = (f"It was trained at lr {learning_rate_text(rate)}; try lr "
-              f"{learning_rate_text(rate / 10)} (10× lower).")
+    if rate is not None and _logged(state):
+        lr = (f"Its logged learning rate peaked at {learning_rate_text(rate)} (the configured rate is in no "
+              f"file the gate reads; training_args.bin is a pickle); try about {learning_rate_text(rate / 10)} "
+              "(10× lower).")
+    elif rate is not None:
+        lr = (f"It was trained at lr {learning_rate_text(rate)} (set in {state['learning_rate_source']}); "
+              f"try lr {learning_rate_text(rate / 10)} (10× lower).")
     else:
         lr = "Try a learning rate about 10× lower than this run's."
     found.append(Remedy("Lower the learning rate", lr + " A rate that is too high overwrites "

@@ -117,7 +117,7 @@ def test_remedies_only_for_the_forgetting_candidate_with_its_numbers(page: Page)
     text = remedies[0][1]
     assert ("This adapter was trained at lr 1e-2 for 8 epochs on rank 16 (alpha 32) "
             "targeting q_proj, v_proj.") in text
-    assert "try lr 1e-3" in text and "step 150 of 800" in text
+    assert "trained at lr 1e-2 (set in training_args.json); try lr 1e-3" in text and "step 150 of 800" in text
     assert "replay" in text and "r=8" in text
     assert not Page(render_html(fixture("passing.json"))).find("div", "remedies")
 
