@@ -64,6 +64,27 @@ def bos_by_default(tokenizer_dir: str, trust_remote_code: bool = False,
     return bos is not None and len(ids) > 0 and ids[0] == bos
 
 
+def served_context(tokenizer_dir: str, max_model_len: int | None, trust_remote_code: bool = False,
+                   revision: str | None = None) -> int:
+    """The model's context on the server, in tokens: `max_model_len` when set
+    (the server was started with it), else the model's context length resolved as
+    lm-eval's hf model resolves it (config's n_positions / max_position_embeddings /
+    n_ctx, then the tokenizer's model_max_length, then 2048).
+
+    lm-eval's API models otherwise assume 2048 whatever the model: a perplexity
+    text longer than a 512-token model's context was sent as one 2046-token
+    window the server refused, and on an 8k model the windows were a quarter of
+    the hf model's, so the same text got another log-likelihood."""
+    if max_model_len:
+        return max_model_len
+    from lm_eval.models.utils import resolve_max_length
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(tokenizer_dir, trust_remote_code=trust_remote_code, revision=revision)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=trust_remote_code, revision=revision)
+    return int(resolve_max_length(config, tok))
+
+
 class _KeyedOnly:
     """A cache hook that ignores writes whose key is None (see set_cache_hook)."""
 
@@ -148,7 +169,7 @@ class GateCompletionsLM(LocalCompletionsAPI):
 
 def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, health: ServerHealth,
                    num_concurrent: int, max_retries: int, timeout_s: float,
-                   add_bos_token: bool, max_length: int | None = None, batch_size: int = 1,
+                   add_bos_token: bool, context: int, batch_size: int = 1,
                    api_key: str | None = None, trust_remote_code: bool = False,
                    revision: str | None = None) -> GateCompletionsLM:
     """One LM per served model name, all scoring through `/v1/completions`.
@@ -156,6 +177,15 @@ def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, healt
     tokenized_requests=True: lm-eval tokenizes with the base tokenizer and sends
     token ids, so the context/continuation split is the same as the hf engine's
     (sending strings lets the server re-tokenize the joined text differently).
+    context: the model's context on the server (`served_context`). vLLM keeps
+    room for one generated token even when a request only scores its prompt
+    (echo), so a prompt holds at most context - 1 tokens; lm-eval's API model
+    keeps one token of its `max_length` for generation, so `max_length=context`
+    gives exactly that: every prompt fits, and a rolling window fills one whole
+    prompt. Its windows are then two tokens shorter than the hf model's (which
+    holds the whole context and does not send the last token): texts shorter
+    than the context score exactly as lm-eval's hf model scores them, longer
+    ones within about 1e-3.
     batch_size: prompts per HTTP request (lm-eval's `batch_size` for API models).
     A small model scores a prompt in about the time the HTTP round trip and
     JSON take, so one prompt per request leaves the engine mostly idle
@@ -174,9 +204,8 @@ def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, healt
         "timeout": int(timeout_s),
         "add_bos_token": add_bos_token,
         "trust_remote_code": trust_remote_code,
+        "max_length": context,
     }
     if revision:
         kwargs["revision"] = revision
-    if max_length:
-        kwargs["max_length"] = max_length
     return GateCompletionsLM(health=health, api_key=api_key, **kwargs)

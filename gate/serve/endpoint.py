@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, ClassVar
 from gate.config.models import BATCH_SIZE, MAX_RETRIES, NUM_CONCURRENT, REQUEST_TIMEOUT_S
 from gate.errors import EngineError, InfraError, InputError
 from gate.serve.base import Engine, ModelSpec, check_unique_names
-from gate.serve.completions import ServerHealth, bos_by_default, completions_lm
+from gate.serve.completions import ServerHealth, bos_by_default, completions_lm, served_context
 
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
@@ -132,6 +132,7 @@ class EndpointEngine(Engine):
         self.check_served(group, api_key)
         health = ServerHealth()  # a remote deployment: failures surface as request errors
         add_bos = bos_by_default(group[0].base_path, self.options.trust_remote_code)
+        context = served_context(group[0].base_path, self.options.max_model_len, self.options.trust_remote_code)
         lms: dict[str, LM] = {
             m.name: completions_lm(
                 base_url=f"{v1_root(self.options.base_url)}/completions",
@@ -140,7 +141,7 @@ class EndpointEngine(Engine):
                 num_concurrent=self.options.num_concurrent, max_retries=self.options.max_retries,
                 batch_size=self.options.batch_size,
                 timeout_s=self.options.request_timeout_s, add_bos_token=add_bos,
-                max_length=self.options.max_model_len, api_key=api_key,
+                context=context, api_key=api_key,
                 trust_remote_code=self.options.trust_remote_code)
             for m in group
         }

@@ -43,7 +43,13 @@ from gate.config.models import (
 from gate.errors import EngineError, InfraError, InputError
 from gate.serve.adapters import max_lora_rank, validate_adapter
 from gate.serve.base import Engine, ModelSpec, check_unique_names, tail
-from gate.serve.completions import ServerGone, ServerHealth, bos_by_default, completions_lm
+from gate.serve.completions import (
+    ServerGone,
+    ServerHealth,
+    bos_by_default,
+    completions_lm,
+    served_context,
+)
 from gate.serve.vllm_plugin import ENV_FLAG as CPU_LORA_FIX_ENV
 
 if TYPE_CHECKING:
@@ -344,6 +350,7 @@ class VllmEngine(Engine):
             server.start()
             tokenizer_dir = next(m.base_path for m in group)
             add_bos = bos_by_default(tokenizer_dir, self.options.trust_remote_code)
+            context = served_context(tokenizer_dir, self.options.max_model_len, self.options.trust_remote_code)
             lms: dict[str, LM] = {}
             for m in group:
                 lms[m.name] = completions_lm(
@@ -351,7 +358,7 @@ class VllmEngine(Engine):
                     tokenizer_dir=m.path if m.kind == "full" else m.base_path,
                     health=server.health, num_concurrent=self.options.num_concurrent,
                     max_retries=self.options.max_retries, timeout_s=self.options.request_timeout_s,
-                    add_bos_token=add_bos, max_length=self.options.max_model_len,
+                    add_bos_token=add_bos, context=context,
                     batch_size=self.options.batch_size, trust_remote_code=self.options.trust_remote_code)
             try:
                 yield lms
