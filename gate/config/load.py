@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gate.config.hub import looks_like_hub_id, resolve
+from gate.config.hub import (
+    cache_folder,
+    hub_snapshot,
+    is_hub_id,
+    looks_like_hub_id,
+    resolve,
+    split_revision,
+)
 from gate.config.models import RunConfig, Suite, Thresholds
 from gate.config.policy import Waiver
 from gate.config.sweep import Sweep, expand_sweeps
@@ -66,6 +73,8 @@ class GateSetup:
     #: every waiver of the waivers file (gate.config.waivers); which apply is
     #: decided by fingerprint when the run starts
     waivers: list[Waiver] = field(default_factory=list)
+    #: candidate key -> why its hub id could not be resolved to a local folder
+    unresolved: dict[str, str] = field(default_factory=dict)
 
     @property
     def out_dir(self) -> Path:
@@ -101,7 +110,7 @@ def _absolutize(data: dict[str, Any], root: Path) -> dict[str, Any]:
             if isinstance(c, dict):
                 c = dict(c)
                 for k in ("adapter", "model", "sweep"):
-                    if isinstance(c.get(k), str):
+                    if isinstance(c.get(k), str) and not (k != "sweep" and looks_like_hub_id(c[k], root)):
                         c[k] = str(resolve(c[k], root))
             fixed.append(c)
         data["candidates"] = fixed
@@ -118,8 +127,8 @@ def _apply_overrides(data: dict[str, Any], ov: Overrides, cwd: Path) -> dict[str
         data["base"] = {**(data.get("base") or {}), "path": path}
     if ov.adapters or ov.models or ov.sweeps:
         # Flags replace the candidates from the file: a CI job names exactly what it gates.
-        data["candidates"] = [{"name": n, "adapter": str(resolve(p, cwd))} for n, p in ov.adapters] + [
-            {"name": n, "model": str(resolve(p, cwd))} for n, p in ov.models] + [
+        data["candidates"] = [{"name": n, "adapter": _local_or_hub(p, cwd)} for n, p in ov.adapters] + [
+            {"name": n, "model": _local_or_hub(p, cwd)} for n, p in ov.models] + [
             {"name": n, "sweep": str(resolve(p, cwd))} for n, p in ov.sweeps
         ]
     for key in ("suite", "thresholds", "waivers", "out"):
@@ -152,6 +161,73 @@ def _apply_overrides(data: dict[str, Any], ov: Overrides, cwd: Path) -> dict[str
     return data
 
 
+def _local_or_hub(value: str, cwd: Path) -> str:
+    """A candidate flag's value: a hub id (`org/lora@REV`) as given, else an absolute path."""
+    return value if looks_like_hub_id(value, cwd) else str(resolve(value, cwd))
+
+
+def _resolve_hub_refs(config: RunConfig, label: str) -> tuple[RunConfig, list[Problem], list[str], dict[str, str]]:
+    """Hub ids to the local snapshot folders that hold them (gate.config.hub).
+
+    The base is looked up in the cache only (serving engines download a base
+    themselves, and `gate validate` must not fetch gigabytes); adapters and full
+    models are downloaded when the hub is reachable, since they are read as
+    folders before serving. A revision given as `@REV` (or `base.revision`) is
+    resolved to its commit: the folder the gate uses is named by it. A
+    candidate that cannot be resolved stays as written, with the reason under
+    its key in the returned dict: `check_paths` reports it beside every other
+    problem.
+    """
+    problems: list[Problem] = []
+    notes: list[str] = []
+    unresolved: dict[str, str] = {}
+    base = config.base
+    if is_hub_id(base.path) and not Path(base.path).exists():
+        repo, rev = split_revision(base.path)
+        if rev is not None and base.revision is not None and rev != base.revision:
+            problems.append(Problem(f"{base.path} pins revision {rev}, and base.revision says {base.revision}",
+                                    file=label, key="base.revision", fix="give the revision once"))
+        rev = rev or base.revision
+        snapshot = hub_snapshot(repo, rev, download=False)
+        if snapshot is None:
+            base = base.model_copy(update={"path": repo, "revision": rev})
+        else:
+            base = base.model_copy(update={"path": str(snapshot), "revision": None})
+            notes.append(_pin_note("base model", repo, rev, snapshot))
+    cands = []
+    for i, cand in enumerate(config.candidates):
+        field_name = "adapter" if cand.adapter is not None else "model"
+        value = cand.adapter if cand.adapter is not None else cand.model
+        if value is None or not is_hub_id(value) or Path(value).exists():
+            cands.append(cand)
+            continue
+        repo, rev = split_revision(value)
+        key = f"candidates.{i}.{field_name}"
+        try:
+            snapshot = hub_snapshot(repo, rev, download=not hub_offline())
+        except Exception as exc:  # huggingface_hub's errors: unknown repo or revision, no network
+            unresolved[key] = f"as a hub id, the hub did not give it: {exc}"
+            cands.append(cand)
+            continue
+        if snapshot is None:
+            unresolved[key] = (f"as a hub id it is not in the local hub cache (expected under {cache_folder(repo)}; "
+                               "HF_HUB_OFFLINE is set, so nothing is downloaded)")
+            cands.append(cand)
+            continue
+        cands.append(cand.model_copy(update={field_name: str(snapshot)}))
+        notes.append(_pin_note(f"candidate {cand.name}", repo, rev, snapshot))
+    return config.model_copy(update={"base": base, "candidates": cands}), problems, notes, unresolved
+
+
+def _pin_note(what: str, repo: str, rev: str | None, snapshot: Path) -> str:
+    commit = snapshot.name
+    if rev == commit:
+        return f"{what} {repo}@{commit[:12]}: hub cache snapshot {snapshot}"
+    said = f"at {rev}" if rev else "without a revision"
+    return (f"{what} {repo} is a hub id {said}: commit {commit} in the hub cache ({snapshot}); "
+            f"write {repo}@{commit} to pin it for a reproducible baseline")
+
+
 def load_setup(config_file: Path | None, overrides: Overrides | None = None, cwd: Path | None = None) -> GateSetup:
     """Read the run config (or flags alone), then the suite and thresholds it names.
 
@@ -171,7 +247,7 @@ def load_setup(config_file: Path | None, overrides: Overrides | None = None, cwd
     data = _apply_overrides(data, ov, cwd)
     config = parse_model(RunConfig, data, label)
 
-    problems: list[Problem] = []
+    config, problems, hub_notes, unresolved = _resolve_hub_refs(config, label)
     sweeps: list[Sweep] = []
     try:
         config, sweeps = expand_sweeps(config, label)
@@ -197,8 +273,8 @@ def load_setup(config_file: Path | None, overrides: Overrides | None = None, cwd
     if problems:
         raise ConfigError(problems=problems)
     assert suite is not None and thresholds is not None
-    return GateSetup(config, config_file, suite, suite_file, thresholds, thresholds_file, sweeps=sweeps,
-                     waivers=waivers)
+    return GateSetup(config, config_file, suite, suite_file, thresholds, thresholds_file, notes=hub_notes,
+                     sweeps=sweeps, waivers=waivers, unresolved=unresolved)
 
 
 def check_paths(setup: GateSetup) -> list[Problem]:
@@ -225,7 +301,12 @@ def check_paths(setup: GateSetup) -> list[Problem]:
     for i, cand in enumerate(cfg.candidates):
         key = f"candidates.{i}.{'adapter' if cand.kind == 'lora' else 'model'}"
         p = Path(cand.path)
-        if not p.is_dir():
+        if key in setup.unresolved:
+            repo, rev = split_revision(cand.path)
+            problems.append(Problem(f"directory not found: {cand.path}; {setup.unresolved[key]}", file=label,
+                                    key=key, fix=f"check the path; as a hub id, download it first: huggingface-cli "
+                                                 f"download {repo}" + (f" --revision {rev}" if rev else "")))
+        elif not p.is_dir():
             problems.append(Problem(f"directory not found: {p}", file=label, key=key, fix="check the path"))
         elif cand.kind == "lora" and not (p / "adapter_config.json").is_file():
             problems.append(Problem(f"no adapter_config.json in {p}", file=label, key=key,
