@@ -81,7 +81,8 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
     to_serve = [s for s in specs if known.todo[s.name]]
     if any(s.kind == "lora" for s in to_serve) and not known.todo[BASE_NAME]:
         to_serve.insert(0, specs[0])  # LoRAs are served on the base; the probes compare with it
-    probe_run = ProbeRun(cfg, [t for p in plans for t in p.probe_texts][:8], engine.kind, say)
+    probe_run = ProbeRun(cfg, [t for p in plans for t in p.probe_texts][:8], engine.kind, say,
+                         fingerprints=keys.identities.fingerprints())
     with contextlib.ExitStack() as held:  # baseline locks, taken just before the base is evaluated
         for group in engine.groups(to_serve):
             if all(s.name != BASE_NAME and not known.todo[s.name] for s in group):

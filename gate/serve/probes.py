@@ -30,6 +30,7 @@ engine per task, where the number of choices is known.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,11 +156,25 @@ def chance_floors(base: Mapping[str, TaskRecords]) -> list[ProbeResult]:
     return [r for task, rec in base.items() if (r := chance_floor(task, rec.score, rec.chance, rec.n)) is not None]
 
 
-class ProbeRun:
-    """Runs the sanity probes (gate.serve.probes) on each served group, before evaluation."""
+#: bump when what a cached reference holds changes
+REFERENCE_CACHE_FORMAT = 1
 
-    def __init__(self, cfg: RunConfig, texts: list[str], engine_kind: str, say: Callable[[str], None]) -> None:
+
+class ProbeRun:
+    """Runs the sanity probes (gate.serve.probes) on each served group, before evaluation.
+
+    The parity probe's hf reference (a child process loading torch, PEFT and
+    the weights: seconds to minutes) is cached per model under
+    `cache_dir/parity/`, keyed by the model's fingerprint (weights, tokenizer,
+    adapter), the probe texts and the reference's library versions: a rerun,
+    or a run that adds one candidate, computes the reference only for what is
+    new. The served side is always scored: it is what the probe checks.
+    """
+
+    def __init__(self, cfg: RunConfig, texts: list[str], engine_kind: str, say: Callable[[str], None],
+                 fingerprints: Mapping[str, str] | None = None) -> None:
         self.cfg, self.texts, self.engine_kind, self.say = cfg, texts, engine_kind, say
+        self.fingerprints = dict(fingerprints or {})
         self.results: list[ProbeResult] = []
         self.base_ll: list[float] | None = None
 
@@ -192,14 +207,54 @@ class ProbeRun:
         from gate.serve.hf import HfOptions
         from gate.serve.hf_reference import reference_loglikelihoods
 
-        self.say(f"probe: engine parity against the hf reference ({', '.join(s.name for s in group)})")
         tok = AutoTokenizer.from_pretrained(group[0].base_path, trust_remote_code=self.cfg.base.trust_remote_code)
         n_tokens = [len(tok(t).input_ids) for t in self.texts]
         options = HfOptions(dtype="float32", trust_remote_code=self.cfg.base.trust_remote_code,
                             allow_pickle=any(c.allow_pickle for c in self.cfg.candidates))
-        # In a child process: torch, PEFT and the weights never enter the gate's own memory.
-        refs = reference_loglikelihoods(group, self.texts, options, Path(self.cfg.out) / "logs")
+        refs = {spec.name: got for spec in group if (got := self._cached(spec.name)) is not None}
+        missing = [spec for spec in group if spec.name not in refs]
+        if missing:
+            self.say(f"probe: engine parity against the hf reference ({', '.join(s.name for s in missing)})")
+            # In a child process: torch, PEFT and the weights never enter the gate's own memory.
+            fresh = reference_loglikelihoods(missing, self.texts, options, Path(self.cfg.out) / "logs")
+            for name, values in fresh.items():
+                self._store(name, values)
+            refs.update(fresh)
+        if cached := [spec.name for spec in group if spec not in missing]:
+            self.say(f"probe: engine parity against the hf reference cached for {', '.join(cached)}")
         for spec in group:
             self.results.append(engine_parity(spec.name, served[spec.name], refs[spec.name], n_tokens,
                                               self.cfg.probes.parity_tolerance, self.cfg.base.dtype))
         raise_on_mismatch(self.results)
+
+    def _cache_file(self, name: str) -> Path | None:
+        from gate.baseline.fingerprint import canonical_json, installed_version, sha256_text
+
+        if name not in self.fingerprints:
+            return None
+        key = sha256_text(canonical_json({
+            "format": REFERENCE_CACHE_FORMAT, "model": self.fingerprints[name], "texts": self.texts,
+            "dtype": "float32", "trust_remote_code": self.cfg.base.trust_remote_code,
+            "versions": {d: installed_version(d) for d in ("torch", "transformers", "peft", "lm_eval")}}))
+        return Path(self.cfg.cache_dir) / "parity" / f"{key[:32]}.json"
+
+    def _cached(self, name: str) -> list[float] | None:
+        path = self._cache_file(name)
+        if path is None or not path.is_file():
+            return None
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # a damaged entry is recomputed, never trusted
+        if not (isinstance(values, list) and len(values) == len(self.texts)
+                and all(isinstance(v, float) for v in values)):
+            return None
+        return values
+
+    def _store(self, name: str, values: list[float]) -> None:
+        from gate.atomic import atomic_write_text
+
+        path = self._cache_file(name)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(values))

@@ -65,3 +65,45 @@ def test_chance_floor() -> None:
     assert chance_floor("mc4", 0.26, 0.25, 400) is not None
     assert chance_floor("mc4", 0.60, 0.25, 400) is None
     assert chance_floor("gen", 0.10, None, 400) is None
+
+
+def test_the_hf_reference_is_computed_once_per_model_fingerprint(tmp_path, monkeypatch) -> None:
+    """A rerun computes the parity reference only for models it has not seen (the child
+    process loads torch and every model's weights); served numbers are checked each time."""
+    from gate.config.models import RunConfig
+    from gate.serve.base import ModelSpec
+    from gate.serve.probes import ProbeRun
+    from gate.toy.tokenizer import save_tokenizer
+
+    save_tokenizer(tmp_path / "base")
+    calls: list[list[str]] = []
+
+    def reference(group, texts, options, log_dir):  # type: ignore[no-untyped-def]
+        calls.append([s.name for s in group])
+        return {s.name: [-10.0 - i for i in range(len(texts))] for s in group}
+
+    monkeypatch.setattr("gate.serve.hf_reference.reference_loglikelihoods", reference)
+    cfg = RunConfig.model_validate({"base": {"path": str(tmp_path / "base")}, "suite": "s.yaml",
+                                    "candidates": [{"name": "a", "adapter": "x"}, {"name": "b", "adapter": "y"}],
+                                    "cache_dir": str(tmp_path / "cache"), "out": str(tmp_path / "out")})
+    texts = ["the cat", "a dog ran"]
+    group = [ModelSpec("base", "base", str(tmp_path / "base"), str(tmp_path / "base")),
+             ModelSpec("a", "lora", "x", str(tmp_path / "base"))]
+    served = {"base": [-10.0, -11.0], "a": [-10.0, -11.0]}
+    said: list[str] = []
+
+    def probe(fingerprints: dict[str, str]) -> ProbeRun:
+        run = ProbeRun(cfg, texts, "vllm", said.append, fingerprints=fingerprints)
+        run._parity(group, served)
+        assert [r.status for r in run.results] == ["ok", "ok"]
+        return run
+
+    probe({"base": "f-base", "a": "f-a"})
+    probe({"base": "f-base", "a": "f-a"})  # nothing new: no child process
+    probe({"base": "f-base", "a": "f-a-retrained"})  # a new adapter: only it
+    assert calls == [["base", "a"], ["a"]]
+    assert "probe: engine parity against the hf reference cached for base, a" in said
+    (entry,) = [p for p in (tmp_path / "cache" / "parity").iterdir() if p.read_text().startswith("[")][:1]
+    entry.write_text("not json")  # a damaged entry is recomputed, never trusted
+    ProbeRun(cfg, texts, "vllm", said.append, fingerprints={"base": "f-base", "a": "f-a"})._parity(group, served)
+    assert len(calls) == 3
