@@ -125,7 +125,8 @@ def test_an_adapter_that_wrecks_the_model_fails_in_bf16_instead_of_stopping_as_i
     """LoRA B ~ N(0, 2) on every module wrecks the toy model. Served in bfloat16, its
     log-likelihoods sit further from the float32 reference than the fixed 0.02
     nats/token (measured here: 0.022), which once stopped the run with exit 3, as if
-    the engine were broken. The probe now allows half precision its roundoff, so the
+    the engine were broken. The probe now allows half precision its roundoff (x sqrt of
+    the layers), so the
     wrecked adapter reaches the verdict and FAILs (exit 1), and parity still holds
     for the base and the healthy adapter served beside it."""
     import torch

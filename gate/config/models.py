@@ -244,7 +244,7 @@ class ProbesConfig(Strict):
     parity_tolerance: float = Field(0.02, gt=0)
     """Allowed served-vs-reference difference, nats per token (fp32 agrees to ~1e-5; bf16 to ~1e-2).
     Half-precision serving is allowed its roundoff on top: 0.39% (bf16) or 0.05% (fp16)
-    of each text's log-likelihood (gate.serve.probes.parity_allowance)."""
+    x sqrt(layers) of each text's log-likelihood (gate.serve.probes.parity_allowance)."""
 
 
 class RunConfig(Strict):

