@@ -96,14 +96,20 @@ def test_release_exit_codes_and_rerun_serves_nothing(first_run) -> None:  # type
     assert res.exit_code == 0, res.output
 
 
+def _careful_with_new_b(cfg: dict, dest: Path, new_b) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    """careful's adapter copied to `dest` with every LoRA B matrix replaced by new_b(B)."""
+    careful = Path(next(c["adapter"] for c in cfg["candidates"] if c["name"] == "careful"))
+    shutil.copytree(careful, dest, ignore=shutil.ignore_patterns("checkpoint-*"))
+    tensors = load_file(str(dest / "adapter_model.safetensors"))
+    save_file({k: (new_b(v) if "lora_B" in k else v) for k, v in tensors.items()},
+              str(dest / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return careful, dest
+
+
 def test_zero_lora_b_gives_exactly_zero_deltas(first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     config, _, _ = first_run
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    careful = Path(next(c["adapter"] for c in cfg["candidates"] if c["name"] == "careful"))
-    zero = tmp_path / "zero"
-    shutil.copytree(careful, zero, ignore=shutil.ignore_patterns("checkpoint-*"))
-    tensors = load_file(str(zero / "adapter_model.safetensors"))
-    save_file({k: (v * 0 if "lora_B" in k else v) for k, v in tensors.items()}, str(zero / "adapter_model.safetensors"))
+    _, zero = _careful_with_new_b(cfg, tmp_path / "zero", lambda b: b * 0)
     th = yaml.safe_load((REPO / "thresholds.yaml").read_text(encoding="utf-8"))
     th["tiers"]["target"] = {"required_gain": {"absolute": 0.0}, "inconclusive": "warn"}
     (tmp_path / "th.yaml").write_text(yaml.safe_dump(th), encoding="utf-8")
@@ -126,20 +132,15 @@ def test_an_adapter_that_wrecks_the_model_fails_in_bf16_instead_of_stopping_as_i
     log-likelihoods sit further from the float32 reference than the fixed 0.02
     nats/token (measured here: 0.022), which once stopped the run with exit 3, as if
     the engine were broken. The probe now allows half precision its roundoff (x sqrt of
-    the layers), so the
-    wrecked adapter reaches the verdict and FAILs (exit 1), and parity still holds
-    for the base and the healthy adapter served beside it."""
+    the layers), so the wrecked adapter reaches the verdict and FAILs (exit 1), and
+    parity still holds for the base and the healthy adapter served beside it."""
     import torch
 
     config, _, _ = first_run
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    careful = Path(next(c["adapter"] for c in cfg["candidates"] if c["name"] == "careful"))
-    wrecked = tmp_path / "wrecked"
-    shutil.copytree(careful, wrecked, ignore=shutil.ignore_patterns("checkpoint-*"))
-    tensors = load_file(str(wrecked / "adapter_model.safetensors"))
     noise = torch.Generator().manual_seed(1)
-    save_file({k: (torch.randn(v.shape, generator=noise) * 2.0 if "lora_B" in k else v) for k, v in tensors.items()},
-              str(wrecked / "adapter_model.safetensors"), metadata={"format": "pt"})
+    careful, wrecked = _careful_with_new_b(cfg, tmp_path / "wrecked",
+                                           lambda b: torch.randn(b.shape, generator=noise) * 2.0)
     cfg["base"]["dtype"] = "bfloat16"
     cfg.update(candidates=[{"name": "careful", "adapter": str(careful)}, {"name": "wrecked", "adapter": str(wrecked)}],
                out=str(tmp_path / "out"), baseline={"store": str(tmp_path / "store")}, cache_dir=str(tmp_path / "cache"))
