@@ -238,15 +238,18 @@ class ProbeRun:
         options = HfOptions(dtype="float32", trust_remote_code=self.cfg.base.trust_remote_code,
                             allow_pickle=any(c.allow_pickle for c in self.cfg.candidates))
         refs = {spec.name: got for spec in group if (got := self._cached(spec.name)) is not None}
-        missing = [spec for spec in group if spec.name not in refs]
-        if missing:
-            self.say(f"probe: engine parity against the hf reference ({', '.join(s.name for s in missing)})")
+        need = [spec for spec in group if spec.name not in refs]
+        if any(s.kind == "lora" for s in need) and all(s.name != BASE_NAME for s in need):
+            # the reference serves a LoRA on its base: the base comes along (and is cheap)
+            need = [s for s in group if s.name == BASE_NAME or s in need]
+        if need:
+            self.say(f"probe: engine parity against the hf reference ({', '.join(s.name for s in need)})")
             # In a child process: torch, PEFT and the weights never enter the gate's own memory.
-            fresh = reference_loglikelihoods(missing, self.texts, options, Path(self.cfg.out) / "logs")
+            fresh = reference_loglikelihoods(need, self.texts, options, Path(self.cfg.out) / "logs")
             for name, values in fresh.items():
                 self._store(name, values)
             refs.update(fresh)
-        if cached := [spec.name for spec in group if spec not in missing]:
+        if cached := [spec.name for spec in group if spec not in need]:
             self.say(f"probe: engine parity against the hf reference cached for {', '.join(cached)}")
         for spec in group:
             self.results.append(engine_parity(spec.name, served[spec.name], refs[spec.name], n_tokens,

@@ -113,10 +113,16 @@ def test_the_hf_reference_is_computed_once_per_model_fingerprint(tmp_path, monke
 
     probe({"base": "f-base", "a": "f-a"})
     probe({"base": "f-base", "a": "f-a"})  # nothing new: no child process
-    probe({"base": "f-base", "a": "f-a-retrained"})  # a new adapter: only it
-    assert calls == [["base", "a"], ["a"]]
+    probe({"base": "f-base", "a": "f-a-retrained"})  # a new adapter: it, on its base
+    probe({"base": "f-base", "a": "f-a-retrained", "b": "f-b"})  # nothing new in this group
+    assert calls == [["base", "a"], ["base", "a"]]
     assert "probe: engine parity against the hf reference cached for base, a" in said
     (entry,) = [p for p in (tmp_path / "cache" / "parity").iterdir() if p.read_text().startswith("[")][:1]
     entry.write_text("not json")  # a damaged entry is recomputed, never trusted
     ProbeRun(cfg, texts, "vllm", said.append, fingerprints={"base": "f-base", "a": "f-a"})._parity(group, served)
     assert len(calls) == 3
+
+    # a full fine-tune needs no base beside it
+    full = [ModelSpec("m", "full", str(tmp_path / "base"), str(tmp_path / "base"))]
+    ProbeRun(cfg, texts, "vllm", said.append, fingerprints={"m": "f-m"})._parity(full, {"m": [-10.0, -11.0]})
+    assert calls[-1] == ["m"]
