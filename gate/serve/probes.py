@@ -264,7 +264,8 @@ class ProbeRun:
             return None
         key = sha256_text(canonical_json({
             "format": REFERENCE_CACHE_FORMAT, "model": self.fingerprints[name], "texts": self.texts,
-            "dtype": "float32", "trust_remote_code": self.cfg.base.trust_remote_code,
+            "dtype": "float32", "quantization": self.cfg.base.quantization,
+            "trust_remote_code": self.cfg.base.trust_remote_code,
             "versions": {d: installed_version(d) for d in ("torch", "transformers", "peft", "lm_eval")}}))
         return Path(self.cfg.cache_dir) / "parity" / f"{key[:32]}.json"
 
