@@ -152,7 +152,7 @@ def configured_learning_rate(candidate_dir: Path) -> tuple[float, str] | None:
                 match = _CARD_RATE.search(card.read_text(encoding="utf-8", errors="replace"))
             except OSError:
                 match = None
-            if match and (rate := _number(float(match.group(1)))) is not None and rate > 0:
+            if match and (rate := _number(_as_float(match.group(1)))) is not None and rate > 0:
                 return rate, _relative(card, candidate_dir)
         for name in CONFIG_FILES:
             path = folder / name

@@ -136,7 +136,10 @@ def test_the_configured_rate_is_quoted_with_its_file_never_the_decayed_log(
 
 
 def test_without_a_configured_rate_the_peak_logged_one_is_said_as_such(tmp_path: Path) -> None:
-    facts = training_facts(_decayed_run(tmp_path / "run"))
+    run = _decayed_run(tmp_path / "run")
+    (run / "README.md").write_text("- learning_rate: 1.2.3\n")  # unreadable: ignored, never a crash
+    (run / "config.yaml").write_text("learning_rate: [oops\n")
+    facts = training_facts(run)
     assert facts is not None
     assert facts["trainer_state"]["learning_rate"] == 0.004
     assert facts["trainer_state"]["learning_rate_source"] == "peak logged"
