@@ -56,7 +56,11 @@ __all__ = [
 CHUNK = 1 << 20  # 1 MiB: large enough to be I/O bound, small enough to stream.
 RACY_SECONDS = 2.0
 #: Bumped when the meaning of a key part changes, so old baselines stop matching.
-KEY_FORMAT = "1"
+#: 2: served rolling log-likelihoods use windows of the model's context, not
+#: lm-eval's API default of 2048 (gate.serve.completions.served_context): a
+#: stored base score of a text longer than 2048 tokens would not pair with a
+#: candidate's scored the new way.
+KEY_FORMAT = "2"
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 #: Files with weight-like suffixes that hold training state, not the model.
