@@ -54,6 +54,14 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     fingerprint (a rerun serves nothing), and within an evaluation lm-eval's
     response cache (per model fingerprint) resumes an interrupted run.
     """
+    from gate.evaluate.mirror import dataset_mirror
+
+    mirror = Path(setup.config.dataset_mirror) if setup.config.dataset_mirror else None
+    with dataset_mirror(mirror if mirror is not None and mirror.is_dir() else None):
+        return _run(setup, progress=progress, engine=engine, track=track)
+
+
+def _run(setup: GateSetup, *, progress: Progress | None, engine: Engine | None, track: Track | None) -> GateResult:
     from gate.baseline.keys import ModelIdentities, RunKeys
     from gate.baseline.lookup import lookup, records_cache_for
     from gate.baseline.store import open_store
@@ -72,7 +80,7 @@ def run(setup: GateSetup, *, progress: Progress | None = None, engine: Engine | 
     cfg, th = setup.config, setup.thresholds
     checked = validate(setup, engine_kind=engine.kind if engine else None)          # config
     plans = checked.plans
-    for note in setup.notes:
+    for note in [*setup.notes, *(n for t in checked.tasks for n in t.notes)]:
         say(f"note: {note}")
     engine = engine or make_engine(cfg)
     say(f"planned {len(plans)} task(s) of suite {setup.suite.name}")

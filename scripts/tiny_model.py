@@ -48,7 +48,7 @@ def build_tokenizer(out: Path) -> None:
     fast.save_pretrained(out)
 
 
-def build_base(out: Path, seed: int = 0) -> None:
+def build_base(out: Path, seed: int = 0, context: int = 512) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -62,7 +62,7 @@ def build_base(out: Path, seed: int = 0) -> None:
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=context,
         bos_token_id=0,
         eos_token_id=1,
         tie_word_embeddings=False,

@@ -62,6 +62,8 @@ def config_options(func: F) -> F:
         click.option("--suite", help="Suite YAML (overrides suite)."),
         click.option("--thresholds", help="Thresholds YAML (overrides thresholds)."),
         click.option("--waivers", help="Waivers YAML: accepted drops bound to exact candidates (overrides waivers)."),
+        click.option("--dataset-mirror", help="Folder of datasets as MIRROR/ORG/NAME that lm-eval's tasks load "
+                                              "from instead of the hub (overrides dataset_mirror)."),
         click.option("--engine", type=click.Choice(["vllm", "endpoint", "hf", "fake"]), help="Engine kind."),
         click.option("--out", help="Output directory (overrides out)."),
         click.option("--release", multiple=True, metavar="NAME", help="Candidate(s) whose verdict decides the release."),
@@ -81,6 +83,7 @@ def overrides_from(kwargs: dict[str, Any]) -> Overrides:
         suite=kwargs.pop("suite", None),
         thresholds=kwargs.pop("thresholds", None),
         waivers=kwargs.pop("waivers", None),
+        dataset_mirror=kwargs.pop("dataset_mirror", None),
         engine=kwargs.pop("engine", None),
         out=kwargs.pop("out", None),
         release=kwargs.pop("release", ()),

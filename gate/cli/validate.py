@@ -63,7 +63,7 @@ def validate_cmd(config: Path | None, files: tuple[Path, ...], **kwargs: Any) ->
         return
     setup = load_setup(config, overrides)
     checked = validate(setup)
-    for note in setup.notes:
+    for note in [*setup.notes, *(n for t in checked.tasks for n in t.notes)]:
         click.echo(f"note: {note}")
     n = {tier: sum(1 for t in checked.tasks if t.tier == tier) for tier in ("target", "related", "general")}
     items = sum(p.n_items for p in checked.plans)

@@ -43,6 +43,7 @@ class Overrides:
     suite: str | None = None
     thresholds: str | None = None
     waivers: str | None = None
+    dataset_mirror: str | None = None
     engine: str | None = None
     out: str | None = None
     release: Sequence[str] = ()
@@ -54,7 +55,7 @@ class Overrides:
 
     def any(self) -> bool:
         return any([self.base, self.adapters, self.models, self.sweeps, self.suite, self.thresholds, self.waivers,
-                    self.engine, self.out, self.release, self.require_baseline is not None, self.store])
+                    self.dataset_mirror, self.engine, self.out, self.release, self.require_baseline is not None, self.store])
 
 
 @dataclass
@@ -81,7 +82,7 @@ class GateSetup:
         return Path(self.config.out)
 
 
-PATH_KEYS = ("suite", "thresholds", "waivers", "out", "cache_dir")
+PATH_KEYS = ("suite", "thresholds", "waivers", "out", "cache_dir", "dataset_mirror")
 
 
 def _resolve_path(key: str, value: str, root: Path) -> Path:
@@ -131,7 +132,7 @@ def _apply_overrides(data: dict[str, Any], ov: Overrides, cwd: Path) -> dict[str
             {"name": n, "model": _local_or_hub(p, cwd)} for n, p in ov.models] + [
             {"name": n, "sweep": str(resolve(p, cwd))} for n, p in ov.sweeps
         ]
-    for key in ("suite", "thresholds", "waivers", "out"):
+    for key in ("suite", "thresholds", "waivers", "out", "dataset_mirror"):
         value = getattr(ov, key)
         if value:
             data[key] = str(_resolve_path(key, value, cwd))
@@ -314,6 +315,9 @@ def check_paths(setup: GateSetup) -> list[Problem]:
         elif cand.kind == "full" and not (p / "config.json").is_file():
             problems.append(Problem(f"no config.json in {p}", file=label, key=key,
                                     fix="point `model` at a saved model folder, or use `adapter` for a LoRA"))
+    if cfg.dataset_mirror is not None and not Path(cfg.dataset_mirror).is_dir():
+        problems.append(Problem(f"dataset mirror folder not found: {cfg.dataset_mirror}", file=label, key="dataset_mirror",
+                                fix="point it at a folder of datasets laid out as MIRROR/ORG/NAME, or remove the key"))
     unknown = sorted(set(setup.thresholds.tasks) - {spec.task for _, spec in setup.suite.tasks()})
     if unknown:
         setup.notes.append(f"{setup.thresholds_file}: overrides for tasks not in suite {setup.suite.name}: {', '.join(unknown)}")

@@ -266,6 +266,9 @@ class RunConfig(Strict):
     """Baseline store."""
     out: str = "gate-out"
     """Output directory for results.json, report.html, junit.xml, summary.md and logs."""
+    dataset_mirror: str | None = None
+    """A local folder of datasets laid out as MIRROR/ORG/NAME (hub snapshots or save_to_disk copies):
+    lm-eval's tasks load their hub datasets from it (air-gapped CI). Relative to this file."""
     cache_dir: str = ".gate/cache"
     """Per-model response caches (keyed by model fingerprint), for resumable runs."""
     release: list[str] | None = None
@@ -321,6 +324,9 @@ class TaskSpec(Strict):
     """Evaluate a seeded random subset of this many documents (never the first N)."""
     seed: int = 1234
     """Seed of the subset draw and of lm-eval's few-shot sampling."""
+    split: str | None = Field(None, min_length=1)
+    """Evaluate this split instead of the task's own (its test split, else validation): e.g.
+    `validation` where a dataset mirror has no test split. Reports name the split used."""
     cluster: str | None = Field(None, min_length=1)
     """Items that share this document field (a passage id, an article, a subject) are
     not independent: intervals then treat clusters as the sampling unit, and early

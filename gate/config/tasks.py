@@ -37,6 +37,8 @@ class ResolvedTask:
     is_group: bool = False
     output_type: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: what the gate changed about the task, for the run's notes (a split evaluated instead of another)
+    notes: list[str] = field(default_factory=list)
 
     def lm_eval_spec(self) -> str | dict[str, Any]:
         """What to pass in lm-eval's `tasks=[...]`: the name, or the task's full
@@ -115,8 +117,73 @@ def _data_file_overrides(task: str, yaml_path: Path, cfg: dict[str, Any],
     return {"dataset_kwargs": {**kwargs, "data_files": new_files}}
 
 
-def resolve_tasks(suite: Suite, suite_file: Path) -> tuple[list[ResolvedTask], list[Problem]]:
-    """Locate every suite task in lm-eval's index; return them and all problems."""
+SPLIT_KEYS = ("test_split", "validation_split", "training_split", "fewshot_split")
+
+
+def _split_overrides(task: ResolvedTask, cfg: dict[str, Any], mirror: Path | None, suite_file: Path,
+                     problems: list[Problem]) -> dict[str, Any]:
+    """The task's splits, fitted to what is there.
+
+    `split:` on the suite task evaluates that split (lm-eval evaluates its
+    test split when it names one, so the override is `test_split`). With a
+    dataset mirror, a split the mirror's copy lacks is dropped from the task
+    when lm-eval would only read it to build a few-shot sampler that a
+    zero-shot task never uses (lm-eval reads the training split at task
+    build time); a missing split the evaluation or its few-shot examples need
+    is a problem naming the splits there are and the fix."""
+    from gate.evaluate.mirror import DatasetNotMirrored, is_hub_id, locate, mirror_splits
+
+    spec, key = task.spec, f"tiers.{task.tier}"
+    out: dict[str, Any] = {}
+    if spec.split is not None:
+        out["test_split"] = spec.split
+        own = cfg.get("test_split") or cfg.get("validation_split")
+        if own != spec.split:
+            task.notes.append(f"task {task.name} evaluates split {spec.split!r} (its own: {own!r}), as the suite says")
+    path, config = cfg.get("dataset_path"), cfg.get("dataset_name")
+    if mirror is None or not isinstance(path, str) or not is_hub_id(path):
+        return out
+    try:
+        hit = locate(mirror, path, config)
+        if hit is None:
+            return out
+        have = mirror_splits(hit)
+    except DatasetNotMirrored as exc:
+        problems.append(Problem(f"task {task.name}: {exc}", file=str(suite_file), key=key, fix=exc.fix))
+        return out
+    except Exception as exc:  # an unreadable snapshot: datasets raises many kinds
+        problems.append(Problem(f"task {task.name}: the mirror's copy of {path} at {mirror / path} cannot be read: "
+                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                                file=str(suite_file), key="dataset_mirror", fix="re-download or re-save the dataset there"))
+        return out
+    splits = {k: out.get(k, cfg.get(k)) for k in SPLIT_KEYS}
+    evaluated = splits["test_split"] or splits["validation_split"]
+    shots = spec.num_fewshot if spec.num_fewshot is not None else (cfg.get("num_fewshot") or 0)
+    where = f"the mirror's copy of {path}" + (f" ({config})" if config else "") + f" at {hit.folder}"
+    there = ", ".join(have) or "none"
+    if evaluated is not None and evaluated not in have:
+        problems.append(Problem(f"task {task.name} evaluates split {evaluated!r}, which {where} lacks (it has {there})",
+                                file=str(suite_file), key=key,
+                                fix=f"mirror that split, or set `split: {have[0] if have else 'NAME'}` on the task "
+                                    "to evaluate a split that is there (reports say so)"))
+        return out
+    for k in ("fewshot_split", "training_split", "validation_split"):
+        name = splits[k]
+        if name is None or name in have or name == evaluated:
+            continue
+        if shots and (k == "fewshot_split" or (k == "training_split" and splits["fewshot_split"] is None)):
+            problems.append(Problem(f"task {task.name} draws its {shots} few-shot examples from split {name!r}, "
+                                    f"which {where} lacks (it has {there})", file=str(suite_file), key=key,
+                                    fix="mirror that split, or set `num_fewshot: 0` on the task"))
+            continue
+        out[k] = None
+    return out
+
+
+def resolve_tasks(suite: Suite, suite_file: Path, *, mirror: Path | None = None
+                  ) -> tuple[list[ResolvedTask], list[Problem]]:
+    """Locate every suite task in lm-eval's index; return them and all problems.
+    With a dataset `mirror`, each task's splits are checked against the mirror's copy."""
     tm = task_manager(include_paths(suite, suite_file))
     index = tm.task_index
     known = tm.all_tasks
@@ -154,6 +221,13 @@ def resolve_tasks(suite: Suite, suite_file: Path) -> tuple[list[ResolvedTask], l
                 continue
             task.output_type = cfg.get("output_type")
             task.overrides.update(_data_file_overrides(name, ypath, cfg, suite_file, problems))
+            before = len(problems)
+            task.overrides.update(_split_overrides(task, cfg, mirror, suite_file, problems))
+            if len(problems) > before:
+                continue  # its data cannot be built as configured: planning it would only repeat the problem
+        elif spec.split is not None:
+            problems.append(Problem(f"`split` applies to a single task, and {name} is a group", file=str(suite_file),
+                                    key=f"tiers.{tier}", fix="remove `split`, or list the group's tasks one by one"))
         if spec.num_fewshot is not None:
             task.overrides["num_fewshot"] = spec.num_fewshot
         resolved.append(task)

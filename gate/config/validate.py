@@ -53,18 +53,23 @@ def find_problems(setup: GateSetup, *, engine_kind: str | None = None) -> tuple[
     problems = check_paths(setup)
     problems += _out_dir_problems(Path(setup.config.out), setup)
     problems += _extras_problems(setup, kind)
-    tasks, task_problems = resolve_tasks(setup.suite, setup.suite_file)
+    mirror = Path(setup.config.dataset_mirror) if setup.config.dataset_mirror else None
+    if mirror is not None and not mirror.is_dir():
+        mirror = None  # reported by check_paths
+    tasks, task_problems = resolve_tasks(setup.suite, setup.suite_file, mirror=mirror)
     problems += task_problems
     checked = Checked(setup, tasks)
     # The tasks that resolved cleanly are built and planned, so their data problems are found too.
     bad_files = {p.file for p in task_problems if p.file}
     plannable = [t for t in tasks if t.yaml_path is None or str(t.yaml_path) not in bad_files]
     if plannable:
+        from gate.evaluate.mirror import dataset_mirror
         from gate.evaluate.plan import plan_tasks
 
         checked.task_manager = task_manager(include_paths(setup.suite, setup.suite_file))
         try:
-            checked.plans = plan_tasks(plannable, checked.task_manager)
+            with dataset_mirror(mirror):
+                checked.plans = plan_tasks(plannable, checked.task_manager)
         except GateError as exc:
             problems += exc.problems
     broken = {p.key for p in problems if p.key}

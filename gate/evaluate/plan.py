@@ -115,12 +115,40 @@ def _probe_texts(task_obj: Any, k: int = 2) -> list[str]:
     return [t for t in texts if t.strip()]
 
 
+def _fewshot_docs(task_obj: Any) -> list[Any]:
+    """The documents a few-shot task draws its examples from (none for a zero-shot
+    task): a changed few-shot split changes every prompt, so it is task data too."""
+    shots = getattr(getattr(task_obj, "config", None), "num_fewshot", None) or 0
+    if shots <= 0:
+        return []
+    try:
+        docs = task_obj.fewshot_docs()
+    except Exception:  # no few-shot source: lm-eval itself will say so when it builds prompts
+        return []
+    return list(docs) if docs is not None else []
+
+
 def draw_selection(n_docs: int, samples: int | None, seed: int) -> list[int] | None:
     """A seeded random subset of document indices, sorted; None for all documents."""
     if samples is None or samples >= n_docs:
         return None
     rng = np.random.default_rng(seed)
     return sorted(int(i) for i in rng.choice(n_docs, size=samples, replace=False))
+
+
+def _load_problem(t: ResolvedTask, exc: BaseException) -> Problem:
+    """A task whose data cannot be loaded; a dataset the mirror lacks is named with its fix."""
+    from gate.evaluate.mirror import DatasetNotMirrored
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, DatasetNotMirrored):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, DatasetNotMirrored):
+        return Problem(f"task {t.name} cannot be loaded: {cause}", file=str(t.yaml_path) if t.yaml_path else None,
+                       key="dataset_mirror", fix=cause.fix)
+    return Problem(f"task {t.name} cannot be loaded: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                   file=str(t.yaml_path) if t.yaml_path else None,
+                   fix="check the task's dataset (offline runs need local data files, or a `dataset_mirror`)")
 
 
 def plan_tasks(tasks: Sequence[ResolvedTask], task_manager: Any) -> list[TaskPlan]:
@@ -131,9 +159,7 @@ def plan_tasks(tasks: Sequence[ResolvedTask], task_manager: Any) -> list[TaskPla
         try:
             loaded = task_manager.load([t.lm_eval_spec()])
         except Exception as exc:  # datasets/lm-eval raise many kinds
-            problems.append(Problem(f"task {t.name} cannot be loaded: {str(exc).splitlines()[0] if str(exc) else exc!r}",
-                                    file=str(t.yaml_path) if t.yaml_path else None,
-                                    fix="check the task's dataset (offline runs need local data files)"))
+            problems.append(_load_problem(t, exc))
             continue
         leaves = _leaf_tasks(loaded)
         if not leaves:
@@ -158,6 +184,8 @@ def plan_tasks(tasks: Sequence[ResolvedTask], task_manager: Any) -> list[TaskPla
             selection[leaf] = draw_selection(n, want, t.spec.seed + i)
             for doc in docs:
                 data_h.update(_canonical(doc).encode("utf-8"))
+            for doc in _fewshot_docs(obj):
+                data_h.update(b"fewshot:" + _canonical(doc).encode("utf-8"))
             cfg_h.update(_canonical(_config_dict(obj)).encode("utf-8"))
             versions.append(f"{leaf}={getattr(obj, 'VERSION', None) or (_config_dict(obj).get('metadata') or {}).get('version')}")
         plan = TaskPlan(task=t, leaves=list(leaves), selection=selection, n_docs=n_docs,
