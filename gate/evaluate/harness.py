@@ -104,7 +104,7 @@ def evaluate_model(lm: Any, plans: Sequence[TaskPlan], *, task_manager: Any, cac
             torch_random_seed=seed if "torch" in sys.modules else None,
             fewshot_random_seed=seed,
         )
-    except EngineError:
+    except (EngineError, InputError):
         raise
     except Exception as exc:
         # The engine's death surfaces here as a connection error from deep inside

@@ -150,6 +150,32 @@ class GateCompletionsLM(LocalCompletionsAPI):
             self.cache_hook.add_partial("loglikelihood_rolling", (string,), total)
         return out
 
+    def batch_loglikelihood_requests(self, chunks: Any) -> Any:
+        """lm-eval's batching, refusing an answer longer than a prompt can hold.
+
+        lm-eval keeps an over-long request's last `max_length` tokens; when the
+        answer alone is that long no context is left, and lm-eval 0.4.13's
+        completions parser then fails on an assertion inside the request, which
+        is retried and ends the run as a server error (exit 3) after minutes of
+        serving. The items do not fit the served model: that is the input's
+        problem, said with the numbers and the fix.
+        """
+        from gate.errors import InputError
+
+        chunks = [list(chunk) for chunk in chunks]
+        for chunk in chunks:
+            for _key, _context, continuation_enc in chunk:
+                if len(continuation_enc) >= self.max_length:
+                    answer = self.decode_batch([continuation_enc])[0] if hasattr(self, "decode_batch") else ""
+                    head = answer[:60].replace("\n", " ")
+                    raise InputError(
+                        f"an answer of {len(continuation_enc)} tokens does not fit the served context: a prompt holds "
+                        f"{self.max_length} tokens with its context (the answer begins {head!r}...)",
+                        key="engine.vllm.max_model_len",
+                        fix="serve a longer context (max_model_len, where the model supports it), gate with a "
+                            "model of a longer context, or remove the task from the suite")
+        return super().batch_loglikelihood_requests(chunks)
+
     def model_call(self, *args: Any, **kwargs: Any) -> Any:
         self._health.check()
         try:
