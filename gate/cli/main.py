@@ -17,6 +17,7 @@ COMMANDS = {
     "baseline": "gate.cli.baseline:baseline",
     "report": "gate.cli.report:report_cmd",
     "compare": "gate.cli.compare:compare_cmd",
+    "lm-eval": "gate.cli.lm_eval_cmd:lm_eval_cmd",
     "waive": "gate.cli.waive:waive_cmd",
     "run": "gate.cli.run:run_cmd",
     "demo": "gate.cli.demo:demo_cmd",

@@ -35,7 +35,7 @@ from gate.errors import InputError
 from gate.evaluate.plan import config_digest
 from gate.evaluate.records import Aggregation, ItemKey, ItemText, TaskRecords
 
-__all__ = ["candidate_kind", "records_from_evaluation", "records_from_output_dir"]
+__all__ = ["candidate_kind", "group_leaves", "records_from_evaluation", "records_from_output_dir"]
 
 #: lm-eval aggregation names whose result is a ratio of per-item sums.
 _RATIO_AGGREGATIONS = {
@@ -115,7 +115,9 @@ def records_from_output_dir(path: Path, *, metrics: Mapping[str, str] | None = N
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read lm-eval results: {exc}", file=str(results_file),
                          fix="rerun lm_eval; the file is damaged") from exc
-    plans = _plans(results, metrics, source=str(results_file))
+    groups = group_leaves(results)
+    plans = _plans(results, _per_leaf(metrics, groups), source=str(results_file))
+    clusters = _per_leaf(clusters, groups)
     out: dict[str, TaskRecords] = {}
     for task, plan in plans.items():
         samples_file = folder / f"samples_{task}_{date}.jsonl"
@@ -125,6 +127,32 @@ def records_from_output_dir(path: Path, *, metrics: Mapping[str, str] | None = N
         out[task] = _build(replace(plan, source=str(samples_file)), _read_jsonl(samples_file),
                            (clusters or {}).get(task))
     return out, results
+
+
+def group_leaves(results: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each group lm-eval evaluated (`group_subtasks`, nested for MMLU's categories)
+    and its leaf tasks, in lm-eval's order."""
+    subtasks = results.get("group_subtasks")
+    if not isinstance(subtasks, Mapping):
+        return {}
+
+    def leaves(name: str, seen: frozenset[str]) -> list[str]:
+        if name not in subtasks or name in seen:
+            return [name]
+        return [leaf for sub in subtasks[name] for leaf in leaves(str(sub), seen | {name})]
+
+    return {str(g): leaves(str(g), frozenset()) for g in subtasks if subtasks[g]}
+
+
+def _per_leaf(by_task: Mapping[str, str] | None, groups: Mapping[str, list[str]]) -> dict[str, str] | None:
+    """A per-task setting given for a group applies to each of its leaves."""
+    if by_task is None:
+        return None
+    out: dict[str, str] = {}
+    for task, value in by_task.items():
+        for leaf in groups.get(task, [task]):
+            out.setdefault(leaf, value)
+    return out
 
 
 # ----------------------------------------------------------------------------

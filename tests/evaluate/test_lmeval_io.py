@@ -357,3 +357,15 @@ def test_inprocess_and_cli_output_parse_alike(inprocess: dict, base) -> None:
         assert c.texts == b.texts
         assert (c.metric, c.aggregation, c.n_choices, c.binary) == \
             (b.metric, b.aggregation, b.n_choices, b.binary)
+
+
+def test_nested_groups_expand_to_their_leaf_tasks_in_lm_evals_order() -> None:
+    """`gate compare --suite default` names `mmlu`; lm_eval's output holds its 57 leaves
+    under four category groups."""
+    from gate.evaluate.lmeval_io import group_leaves
+
+    results = {"group_subtasks": {"mmlu": ["mmlu_stem", "mmlu_other"], "mmlu_stem": ["mmlu_anatomy", "mmlu_astronomy"],
+                                  "mmlu_other": ["mmlu_virology"], "arc_easy": []}}
+    assert group_leaves(results) == {"mmlu": ["mmlu_anatomy", "mmlu_astronomy", "mmlu_virology"],
+                                     "mmlu_stem": ["mmlu_anatomy", "mmlu_astronomy"], "mmlu_other": ["mmlu_virology"]}
+    assert group_leaves({}) == {}

@@ -63,3 +63,4 @@ def test_a_hub_id_the_mirror_lacks_names_the_folder_expected_when_the_hub_fails_
         datasets.load_dataset("org/absent", "x")
     assert f"not in the mirror (expected {tmp_path / 'org' / 'absent'})" in str(info.value)
     assert f"--local-dir {tmp_path / 'org' / 'absent'}" in info.value.fix
+
