@@ -67,6 +67,7 @@ def _run(setup: GateSetup, *, progress: Progress | None, engine: Engine | None, 
     from gate.baseline.store import open_store
     from gate.config.validate import validate
     from gate.config.waivers import match_waivers, utc_today
+    from gate.evaluate.qlora_split import score_split
     from gate.evaluate.score import score_missing
     from gate.integrations.wandb_log import log_verdict
     from gate.report import write_outputs
@@ -102,15 +103,20 @@ def _run(setup: GateSetup, *, progress: Progress | None, engine: Engine | None, 
                                       task_manager=checked.task_manager, store=store,
                                       records_cache=records_cache, say=say,
                                       settle=settle, track=track or no_track)
+    split = None if engine.kind == "fake" else score_split(                       # serve, evaluate: QLoRA split
+        setup, plans, keys, base_records=known.records[BASE_NAME], run_engine=engine.kind,
+        task_manager=checked.task_manager, records_cache=records_cache, adapters=checked.adapters, say=say,
+        skipped=known.skipped)
     verdict = judge_run(known.records[BASE_NAME],                                   # verdict
                         [CandidateRecords(c.name, c.kind, known.records[c.name]) for c in cfg.candidates
                          if c.name not in known.skipped],
                         tiers={p.name: p.task.tier for p in plans}, policies=policies, family=th.family,
                         release=cfg.release, sweeps=setup.sweeps, pick=th.sweep.pick, waivers=waivers,
                         judged=settled)
+    splits = _qlora_splits(split, plans, policies, th.family)
     results = run_results(setup, verdict, plans, engine_kind=engine.kind, engine_version=keys.engine_version,  # report
                           base_identity=keys.base_identity, reused=evaluated[BASE_NAME] == 0,
-                          fingerprints=keys.fingerprints(), waivers=waiver_checks,
+                          fingerprints=keys.fingerprints(), waivers=waiver_checks, qlora_splits=splits,
                           probes=[*probes, *chance_floors({p.name: known.records[BASE_NAME][p.name] for p in plans})],
                           ).to_dict()
     files = write_outputs(results, Path(cfg.out))
@@ -119,6 +125,19 @@ def _run(setup: GateSetup, *, progress: Progress | None, engine: Engine | None, 
     log_verdict(results, Path(cfg.out), cfg, say, unit_runs)
     return GateResult(results=results, exit_code=verdict.release.exit_code, out_dir=Path(cfg.out), files=files,
                       evaluated=evaluated)
+
+
+def _qlora_splits(split: Any, plans: Sequence[Any], policies: Mapping[str, Any], family: str) -> dict[str, Any]:
+    """Each QLoRA candidate's quantization and tuning effects (gate.verdict.qlora_split)."""
+    from gate.verdict.qlora_split import split_candidate
+
+    if split is None:
+        return {}
+    tiers = {p.name: p.task.tier for p in plans}
+    return {name: split_candidate(name, base16=split.base16, base4=split.base4, trained=trained, tiers=tiers,
+                                  policies=policies, family=family, engine=split.engine_version,
+                                  order=[p.name for p in plans])
+            for name, trained in split.trained.items()}
 
 
 def _settle(setup: GateSetup, known: Any, plans: Sequence[Any], policies: Mapping[str, Any],

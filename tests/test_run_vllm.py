@@ -59,6 +59,11 @@ def test_verdicts_on_the_toy_world(first_run) -> None:  # type: ignore[no-untype
     assert v["overfit"] == "FAIL" and _tier(results, "overfit", "general")["verdict"] == "FAIL"
     assert v["full"] == "FAIL"
     assert "qlora" in v
+    # issue 14: the QLoRA adapter's split, its 16-bit base scored through hf beside the 4-bit one
+    split = next(c for c in results["candidates"] if c["name"] == "qlora")["qlora_split"]
+    assert split["engine"].startswith("hf-transformers-") and len(split["tasks"]) == 6
+    assert "QLoRA split: serving base#16bit (hf)" in res.output
+    assert all("qlora_split" not in c for c in results["candidates"] if c["name"] != "qlora")
 
 
 def test_the_terminal_shows_the_gate_not_its_libraries(first_run) -> None:  # type: ignore[no-untyped-def]

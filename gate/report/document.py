@@ -16,6 +16,7 @@ from gate.config.waivers import WaiverCheck
 from gate.report.results import new_results
 from gate.serve.probes import ProbeResult
 from gate.verdict.judge import CandidateVerdict, ReleaseVerdict
+from gate.verdict.qlora_split import QloraSplit
 from gate.verdict.sweep import SweepVerdict
 
 
@@ -26,9 +27,14 @@ class CandidateResult:
 
     verdict: CandidateVerdict
     training: Mapping[str, Any] | None = None
+    #: a QLoRA candidate's quantization and tuning effects (None: not marked QLoRA)
+    qlora_split: QloraSplit | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.verdict.to_dict(), "training": dict(self.training) if self.training is not None else None}
+        d = {**self.verdict.to_dict(), "training": dict(self.training) if self.training is not None else None}
+        if self.qlora_split is not None:
+            d["qlora_split"] = self.qlora_split.to_dict()
+        return d
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from markupsafe import Markup
 from gate.config.policy import TIERS
 from gate.report import format as fmt
 from gate.report.plots import forest_svg, sweep_svg
+from gate.report.qlora import split_rows, split_sentence
 from gate.report.remedies import remedies, summary_sentence, sweep_remedy
 
 TEMPLATE = "report.html.j2"
@@ -63,6 +64,8 @@ def _candidate_view(candidate: dict[str, Any], index: int) -> dict[str, Any]:
         "tiers": tiers,
         "remedies": remedies(candidate),
         "training_sentence": summary_sentence(candidate),
+        "split_rows": split_rows(candidate),
+        "split_sentence": split_sentence(candidate),
         # forest_svg is our own matplotlib output with every comment (the only
         # place raw text could appear) stripped; text is drawn as paths.
         "forest_svg": Markup(forest_svg(candidate, id_prefix=f"forest{index}")),

@@ -14,6 +14,7 @@ from typing import Any
 
 from gate.config.policy import TIERS
 from gate.report import format as fmt
+from gate.report.qlora import split_rows, split_sentence
 
 WAIVER_STATUS = {"in_force": "🔖 in force:", "expired": "⌛ expired, not applied:", "no_match": "❔ not applied:"}
 VERDICT_ICONS = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️", "STOPPED": "⏹️", "WAIVED": "🔖"}
@@ -62,6 +63,20 @@ def _sweep_lines(sweep: dict[str, Any]) -> list[str]:
             *(_verdict(c["tiers"][t]) if t in c["tiers"] else "—" for t in TIERS),
             verdict]))
     lines += ["", f"{md_escape(sweep['name'])} {md_escape(sweep['reason'])}"]
+    return lines
+
+
+def _split_lines(candidate: dict[str, Any]) -> list[str]:
+    """A QLoRA candidate's quantization and tuning effects (none for other candidates)."""
+    rows = split_rows(candidate)
+    if not rows:
+        return []
+    lines = ["", f"### QLoRA split: {md_escape(candidate['name'])}", "",
+             md_escape(split_sentence(candidate) or ""), "",
+             _row(["task", "quantization", "tuning", "as trained − base", "larger drop"]), _row(["---"] * 5)]
+    lines += [_row([md_escape(r["task"]), f"{r['quantization']} {r['quantization_interval']}",
+                    f"{r['tuning']} {r['tuning_interval']}", f"{r['as_trained']} {r['as_trained_interval']}",
+                    r["larger"]]) for r in rows]
     return lines
 
 
@@ -115,6 +130,8 @@ def render_summary(results: dict[str, Any]) -> str:
         lines += ["", "### Waivers", ""]
         lines += [f"- {WAIVER_STATUS[w['status']]} {md_escape(w['note'])}: {md_escape(w['reason'])} "
                   f"(approved by {md_escape(w['approved_by'])})" for w in results["waivers"]]
+    for candidate in results["candidates"]:
+        lines += _split_lines(candidate)
     lines += ["", "### Candidates", ""]
     lines += [f"- **{md_escape(c['name'])}** {_verdict(c['verdict'], fmt.label(c))}: {md_escape(c['reason'])}"
               for c in results["candidates"]]

@@ -3,7 +3,8 @@
 Forgetting shows as a FAIL in the related or general tier. The remedies are
 the usual four (lower the learning rate, train for less / stop early, mix
 general data back in — "replay" — and prefer LoRA or a lower rank over a full
-fine-tune). They are far more useful with the candidate's own numbers in them
+fine-tune), and for a QLoRA adapter whose 4-bit base costs more than its
+tuning (gate.report.qlora), keeping the base in 16 bits. They are far more useful with the candidate's own numbers in them
 ("trained at lr 1e-2 for 8 epochs ... try lr 1e-3"), so `training_facts`
 reads those numbers from the files a PEFT/HF Trainer run leaves behind and the
 run stores them in results.json under the candidate's `training`; the report
@@ -32,6 +33,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gate.report.qlora import quantization_remedy
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +296,8 @@ def remedies(candidate: dict[str, Any]) -> list[Remedy]:
     config = training.get("adapter_config") or {}
     state = training.get("trainer_state") or {}
     found: list[Remedy] = []
+    if quantized := quantization_remedy(candidate):  # a QLoRA candidate whose 4-bit base costs most
+        found.append(Remedy("Keep the base in 16 bits", quantized))
 
     rate = state.get("learning_rate")
     if rate is not None and _logged(state):

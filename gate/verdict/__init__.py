@@ -10,4 +10,5 @@ Pure functions: nothing here talks to a server, a file or the network.
     judge.py       the rules: task -> tier -> candidate -> release
     wording.py     the sentences that explain a verdict
     run.py         a whole run judged (shared by `gate run` and `gate compare`)
+    qlora_split.py a QLoRA adapter's change split into quantization and tuning effects
 """
