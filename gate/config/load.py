@@ -254,6 +254,8 @@ def load_setup(config_file: Path | None, overrides: Overrides | None = None, cwd
         config, sweeps = expand_sweeps(config, label)
     except GateError as exc:
         problems += exc.problems
+    config, qlora_notes = _mark_qlora(config)
+    hub_notes += qlora_notes
     suite_file = Path(config.suite)
     thresholds_file = Path(config.thresholds)
     suite = thresholds = None
@@ -276,6 +278,31 @@ def load_setup(config_file: Path | None, overrides: Overrides | None = None, cwd
     assert suite is not None and thresholds is not None
     return GateSetup(config, config_file, suite, suite_file, thresholds, thresholds_file, notes=hub_notes,
                      sweeps=sweeps, waivers=waivers, unresolved=unresolved)
+
+
+def _mark_qlora(config: RunConfig) -> tuple[RunConfig, list[str]]:
+    """Candidates whose model card says they were trained on a 4-bit base, marked
+    QLoRA (`quantization`) so their change is split; notes saying so."""
+    import importlib.util
+
+    from gate.serve.adapters import trained_in_4bit
+
+    if config.base.quantization:  # served in 4 bits: there is no 16-bit base to split from
+        return config, []
+    notes: list[str] = []
+    cands = []
+    for cand in config.candidates:
+        if cand.kind == "lora" and cand.quantization is None and Path(cand.path).is_dir() \
+                and trained_in_4bit(cand.path):
+            if importlib.util.find_spec("bitsandbytes") is None:
+                notes.append(f"candidate {cand.name}: its model card says it was trained on a 4-bit base; "
+                             "install 'forgetting-gate[qlora]' to split its change into quantization and tuning")
+            else:
+                notes.append(f"candidate {cand.name}: its model card says it was trained on a 4-bit base "
+                             "(bitsandbytes): its change is split into quantization and tuning")
+                cand = cand.model_copy(update={"quantization": "bitsandbytes"})
+        cands.append(cand)
+    return config.model_copy(update={"candidates": cands}), notes
 
 
 def check_paths(setup: GateSetup) -> list[Problem]:

@@ -93,6 +93,10 @@ def score_split(setup: GateSetup, plans: Sequence[TaskPlan], keys: RunKeys, *, b
         out.base16 = dict(base_records)  # the run's own base, scored by this same engine
     else:
         groups.insert(0, [ModelSpec(BASE_16BIT, "base", cfg.base.path, cfg.base.path, cfg.base.revision)])
+    if run_engine != "hf":
+        say(f"QLoRA split: scored by the hf engine (transformers + bitsandbytes), not by the run's {run_engine} "
+            "engine: vLLM's CPU build has no bitsandbytes, and one engine for all three models keeps engine "
+            "differences out of both effects")
     found: dict[str, dict[str, TaskRecords]] = {m.name: {} for g in groups for m in g}
     for name in found:
         for plan in plans:

@@ -328,3 +328,34 @@ def refuse_lm_head_on_loglikelihood(info: AdapterInfo, engine_kind: str,
             file=str(info.path / "adapter_config.json"), key="target_modules",
             fix="use the hf engine (engine: hf), or merge the adapter and add it as kind: full",
         )
+
+
+#: the line PEFT's model card puts above the quantization config a QLoRA adapter was trained with
+_QUANT_CARD_PREFIX = "The following `bitsandbytes` quantization config was used during training:"
+
+
+def trained_in_4bit(adapter_dir: str | Path) -> bool:
+    """Whether the adapter's model card says its base was loaded in 4 bits (a QLoRA adapter).
+
+    PEFT up to 0.6 wrote the base's bitsandbytes config into the adapter's
+    README.md under `_QUANT_CARD_PREFIX` (`- load_in_4bit: True`); many hub
+    adapters carry it. Later PEFT releases look the config up with `hasattr`
+    on a dict (peft_model.create_or_update_model_card), so they never write
+    it, and nothing else in an adapter folder records the base's
+    quantization: without the card, the run config's `quantization` says so.
+    """
+    card = Path(adapter_dir) / "README.md"
+    try:
+        lines = card.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    inside = False
+    for line in lines:
+        text = line.strip()
+        if text == _QUANT_CARD_PREFIX:
+            inside = True
+        elif inside and not text.startswith("- "):
+            inside = False
+        elif inside and text.replace(" ", "").lower() == "-load_in_4bit:true":
+            return True
+    return False
