@@ -189,6 +189,11 @@ def _candidate_keys(prefix: str, candidate: dict[str, Any]) -> dict[str, Any]:
         for task in tier["tasks"]:
             for field in TASK_SUMMARY_FIELDS:
                 keys[f"{prefix}/{tier['tier']}/{task['task']}/{field}"] = task[field]
+    if split := candidate.get("qlora_split"):  # a QLoRA candidate: the two effects, as trained
+        keys[f"{prefix}/qlora/larger"] = split["larger"] or ""
+        for row in split["tasks"]:
+            for effect in ("quantization", "tuning"):
+                keys[f"{prefix}/qlora/{row['task']}/{effect}_delta"] = row[effect]["delta"]
     return keys
 
 

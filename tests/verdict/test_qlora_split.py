@@ -113,3 +113,15 @@ def test_rows_show_each_effect_against_the_model_it_starts_from() -> None:
     assert row["base_16bit"] == "90.0%" and row["base_4bit"] == "80.0%" and row["as_trained_score"] == "78.0%"
     assert row["quantization"] == "-10.0 pts" and row["tuning"] == "-2.0 pts" and row["as_trained"] == "-12.0 pts"
     assert row["quantization_interval"].startswith("[-") and row["larger"] == "quantization"
+
+
+def test_wandb_gets_both_effects_per_task() -> None:
+    from gate.integrations.wandb_log import summary_metrics
+
+    s = split(g=three(400, base_right=0.9, quant_lost=40, tune_lost=8))
+    results = {"release": {"verdict": "FAIL", "exit_code": 1, "reason": "r"},
+               "candidates": [{"name": "q", "verdict": "FAIL", "tiers": [], "qlora_split": s.to_dict()}]}  # type: ignore[attr-defined]
+    summary = summary_metrics(results)
+    assert summary["gate/q/qlora/larger"] == "quantization"
+    assert summary["gate/q/qlora/g/quantization_delta"] == pytest.approx(-0.10)
+    assert summary["gate/q/qlora/g/tuning_delta"] == pytest.approx(-0.02)
