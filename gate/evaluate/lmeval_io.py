@@ -3,7 +3,8 @@
 lm-eval 0.4 reports a task as `"metric,filter"` keys, `"N/A"` stderrs and
 per-sample rows whose metric values are floats (acc, exact_match) or
 `[loglikelihood, words|bytes]` pairs (word_perplexity, byte_perplexity,
-bits_per_byte). It writes the same rows in two shapes:
+bits_per_byte), or SCROLLS' `[prediction, references]` for ROUGE, scored per
+document here (gate.evaluate.rouge). It writes the same rows in two shapes:
 
 * in process, `simple_evaluate(..., log_samples=True)["samples"][task]`:
   `arguments` is a list of request tuples, `filtered_resps` holds native
@@ -34,6 +35,7 @@ import numpy as np
 from gate.errors import InputError
 from gate.evaluate.plan import config_digest
 from gate.evaluate.records import Aggregation, ItemKey, ItemText, TaskRecords
+from gate.evaluate.rouge import REPORTED_DECIMALS, document_rouge, is_rouge_pair
 
 __all__ = ["candidate_kind", "group_leaves", "records_from_evaluation", "records_from_output_dir"]
 
@@ -66,6 +68,8 @@ class _SamplesReading:
     version: str | None
     config_hash: str
     source: str
+    #: a SCROLLS summary task: per-document ROUGE computed here (gate.evaluate.rouge)
+    per_document_rouge: bool = False
 
 
 # ----------------------------------------------------------------------------
@@ -223,7 +227,10 @@ def _registry_aggregation_name(metric: str | None, fn: object = None) -> str | N
     from lm_eval.api import registry
 
     if fn is None and metric is not None:
-        fn = registry.METRIC_AGGREGATION_REGISTRY.get(metric)
+        try:  # lm-eval's registry raises KeyError for a metric it does not know (a task class's own)
+            fn = registry.METRIC_AGGREGATION_REGISTRY.get(metric)
+        except KeyError:
+            return None
     return next((name for name, f in registry.AGGREGATION_REGISTRY.items() if f is fn), None)
 
 
@@ -251,6 +258,10 @@ def _model_args(results: Mapping[str, Any]) -> dict[str, Any]:
 
 def _build(plan: _SamplesReading, rows: Iterable[Mapping[str, Any]],
            cluster_field: str | None = None) -> TaskRecords:
+    rows = list(rows)
+    if plan.aggregation is Aggregation.CORPUS and any(
+            is_rouge_pair(plan.metric, row.get(plan.metric)) for row in rows[:1]):
+        plan = replace(plan, aggregation=Aggregation.MEAN, per_document_rouge=True)  # SCROLLS summaries
     seen: set[int] = set()
     labels: list[str] = []
     keys: list[ItemKey] = []
@@ -312,6 +323,8 @@ def _num_den(plan: _SamplesReading, doc_id: int, value: object) -> tuple[float, 
     """The item's (num, den) for the plan's aggregation, from lm-eval's per-sample value."""
     pair = isinstance(value, (list, tuple))
     try:
+        if plan.per_document_rouge and is_rouge_pair(plan.metric, value):
+            return document_rouge(plan.metric, value[0], value[1]), 1.0  # type: ignore[index]
         if plan.aggregation is Aggregation.CORPUS:
             return math.nan, 1.0  # corpus metrics carry no per-item score
         if pair and len(value) == 2 and plan.aggregation is not Aggregation.MEAN:  # type: ignore[arg-type]
@@ -367,7 +380,9 @@ def _check_against_reported(rec: TaskRecords, plan: _SamplesReading) -> None:
     if rec.aggregation is Aggregation.CORPUS or plan.reported_score is None:
         return
     ours, theirs = rec.score, plan.reported_score
-    if math.isnan(ours) or math.isnan(theirs) or math.isclose(ours, theirs, rel_tol=1e-9, abs_tol=1e-12):
+    rounding = 0.5 * 10.0 ** -REPORTED_DECIMALS if plan.per_document_rouge else 0.0  # SCROLLS rounds
+    if math.isnan(ours) or math.isnan(theirs) or math.isclose(ours, theirs, rel_tol=1e-9,
+                                                              abs_tol=max(1e-12, rounding * 1.001)):
         return
     raise InputError(
         f"task {plan.task!r}: {plan.metric} recomputed from samples is {ours!r} but lm-eval "

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,8 +51,8 @@ class DatasetNotMirrored(RuntimeError):
     """A hub dataset the mirror lacks and the hub could not provide."""
 
     def __init__(self, dataset: str, config: str | None, expected: Path, cause: BaseException | None = None,
-                 detail: str | None = None):
-        self.dataset, self.config, self.expected = dataset, config, expected
+                 detail: str | None = None, file: str | None = None):
+        self.dataset, self.config, self.expected, self.file = dataset, config, expected, file
         what = f"dataset {dataset}" + (f" (config {config})" if config else "")
         reason = detail or (f"not in the mirror (expected {expected}), and the hub gave: "
                             f"{type(cause).__name__}: {str(cause).splitlines()[0] if cause and str(cause) else ''}")
@@ -59,6 +60,9 @@ class DatasetNotMirrored(RuntimeError):
 
     @property
     def fix(self) -> str:
+        if self.file:
+            return (f"huggingface-cli download --repo-type dataset {self.dataset} {self.file} "
+                    f"--local-dir {self.expected} (on a machine with hub access)")
         return (f"huggingface-cli download --repo-type dataset {self.dataset} --local-dir {self.expected}"
                 " (on a machine with hub access), or save_to_disk a copy there")
 
@@ -146,11 +150,85 @@ def mirror_splits(hit: MirrorHit) -> list[str]:
     return list(datasets.get_dataset_split_names(str(hit.folder), hit.config))
 
 
+#: a file of a hub dataset repo by URL, as task code names it (SCROLLS' `gov_report.zip`)
+_HUB_FILE_URL = re.compile(r"https://huggingface\.co/datasets/(?P<repo>[^/]+/[^/]+)/resolve/[^/]+/(?P<file>[^:]+)")
+
+
+def _hub_file_urls(data_files: Any) -> list[str]:
+    if isinstance(data_files, str):
+        return [data_files]
+    if isinstance(data_files, dict):
+        return [u for v in data_files.values() for u in _hub_file_urls(v)]
+    if isinstance(data_files, (list, tuple)):
+        return [u for v in data_files for u in _hub_file_urls(v)]
+    return []
+
+
+def _map_hub_files(mirror: Path, data_files: Any, missing: list[tuple[str, str]]) -> Any:
+    """`data_files` with every hub file URL the mirror has replaced by its copy;
+    the (repo, file) pairs it lacks are appended to `missing` and left as they are."""
+    def one(url: str) -> str:
+        def local(m: re.Match[str]) -> str:
+            path = mirror / m["repo"] / m["file"]
+            if path.is_file():
+                return str(path)
+            missing.append((m["repo"], m["file"]))
+            return m[0]
+        mapped = _HUB_FILE_URL.sub(local, url)
+        if mapped.startswith("zip://") and "::" in mapped and "://" not in mapped.split("::", 1)[1]:
+            member, archive = mapped[len("zip://"):].split("::", 1)
+            return str(_scratch_copy(Path(archive), member, member))  # datasets calls zip://...::PATH remote
+        return mapped
+
+    if isinstance(data_files, str):
+        return one(data_files)
+    if isinstance(data_files, dict):
+        return {k: _map_hub_files(mirror, v, missing) for k, v in data_files.items()}
+    if isinstance(data_files, (list, tuple)):
+        return [_map_hub_files(mirror, v, missing) for v in data_files]
+    return data_files
+
+
+def _scratch_copy(source: Path, name: str, member: str | None = None) -> Path:
+    """A copy of the mirror's file `source` (or of `member` of that zip) as `name`, in a
+    temporary folder keyed by the file's path, size and time: the mirror itself is
+    never written to, and the copy is made once."""
+    import hashlib
+    import tempfile
+    import zipfile
+
+    from gate.atomic import atomic_write_bytes
+
+    stat = source.stat()
+    key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    dest = Path(tempfile.gettempdir()) / "gate-mirror-files" / key / name
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if member is None:
+            data = source.read_bytes()
+        else:
+            with zipfile.ZipFile(source) as zf:
+                data = zf.read(member)
+        atomic_write_bytes(dest, data)
+    return dest
+
+
 def mirrored_loader(mirror: Path, original: Any) -> Any:
-    """`datasets.load_dataset` with hub ids mapped into `mirror`."""
+    """`datasets.load_dataset` with hub ids, and hub file URLs in `data_files`, mapped into `mirror`."""
 
     @functools.wraps(original)
     def load_dataset(path: str, name: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        if any(_HUB_FILE_URL.search(u) for u in _hub_file_urls(kwargs.get("data_files"))):
+            missing: list[tuple[str, str]] = []
+            kwargs = {**kwargs, "data_files": _map_hub_files(mirror, kwargs["data_files"], missing)}
+            if missing:
+                repo, file = missing[0]
+                try:
+                    return original(path, name, *args, **kwargs)
+                except Exception as exc:  # the hub, unreachable or refusing
+                    raise DatasetNotMirrored(repo, None, mirror / repo, exc, file=file,
+                                             detail=f"file {file} is not in the mirror (expected "
+                                                    f"{mirror / repo / file})") from exc
         if not isinstance(path, str) or not is_hub_id(path):
             return original(path, name, *args, **kwargs)
         hit = locate(mirror, path, name)
@@ -178,9 +256,10 @@ def dataset_mirror(mirror: Path | None) -> Iterator[None]:
         yield
         return
     import datasets
+    import huggingface_hub
 
     with _lock:
-        current = datasets.load_dataset
+        current, current_file = datasets.load_dataset, huggingface_hub.hf_hub_download
         if getattr(current, "_gate_mirror", None) == mirror:
             owner = False
         else:
@@ -189,6 +268,10 @@ def dataset_mirror(mirror: Path | None) -> Iterator[None]:
             patched._gate_mirror = mirror
             patched._gate_original = original
             datasets.load_dataset = patched
+            original_file = getattr(current_file, "_gate_original", current_file)
+            patched_file = mirrored_file_download(mirror, original_file)
+            patched_file._gate_original = original_file
+            huggingface_hub.hf_hub_download = patched_file
             owner = True
     try:
         yield
@@ -196,3 +279,29 @@ def dataset_mirror(mirror: Path | None) -> Iterator[None]:
         if owner:
             with _lock:
                 datasets.load_dataset = current
+                huggingface_hub.hf_hub_download = current_file
+
+
+def mirrored_file_download(mirror: Path, original: Any) -> Any:
+    """`huggingface_hub.hf_hub_download` answering a dataset repo's file from `mirror`.
+
+    Task code fetches more than data: SCROLLS' tasks download their metric
+    script (`tau/scrolls`, `metrics/scrolls.py`) when they are built. A file
+    the mirror has is returned from it (whatever revision was asked for: a
+    mirror folder is one snapshot); a dataset file it lacks is
+    DatasetNotMirrored; anything else goes to the hub as before."""
+
+    @functools.wraps(original)
+    def hf_hub_download(repo_id: str, filename: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("repo_type") != "dataset" or kwargs.get("subfolder"):
+            return original(repo_id, filename, *args, **kwargs)
+        path = mirror / repo_id / filename
+        if path.is_file():  # a copy: lm-eval writes beside the file it gets (SCROLLS copies its metric)
+            return str(_scratch_copy(path, filename))
+        try:
+            return original(repo_id, filename, *args, **kwargs)
+        except Exception as exc:  # offline, or refused
+            raise DatasetNotMirrored(repo_id, None, mirror / repo_id, exc, file=filename,
+                                     detail=f"file {filename} is not in the mirror (expected {path})") from exc
+
+    return hf_hub_download

@@ -11,7 +11,8 @@ u < the task's accuracy. Two models with the same seed and accuracy answer the
 same items right; raising one task's accuracy flips only items of that task.
 
 The gold answer is read from the document: the first of `gold_fields` present
-(an int is a choice index, a string the right continuation/answer).
+(an int is a choice index, a string the right continuation/answer, a list of
+strings the references of a summary, of which the first is answered).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from lm_eval.api.model import LM
 
 from gate.serve.base import Engine, ModelSpec, check_unique_names
 
-GOLD_FIELDS = ("gold", "label", "answer", "target")
+GOLD_FIELDS = ("gold", "label", "answer", "target", "outputs")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ def _gold(doc: Any, gold_fields: Sequence[str]) -> int | str | None:
                     return int(value)
                 if isinstance(value, int | str):
                     return value
+                if isinstance(value, list | tuple) and value and isinstance(value[0], str):
+                    return value[0]  # several references (SCROLLS' `outputs`): the first
     return None
 
 
