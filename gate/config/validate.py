@@ -99,12 +99,20 @@ def _out_dir_problems(out: Path, setup: GateSetup) -> list[Problem]:
 
 
 def check_out_dir(out: Path) -> None:
-    """Raise InputError (exit 2) when `out` cannot be created or written."""
+    """Raise InputError (exit 2) when `out` cannot be created or written.
+
+    Nothing is created: the folder itself when it exists, else its nearest
+    existing parent, gets a probe file that is removed at once (so `gate
+    validate` leaves no empty output folder behind)."""
     from gate.errors import InputError
 
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".gate-write-test-{os.getpid()}"
+        where = out.resolve()
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        if not where.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(where))
+        probe = where / f".gate-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:

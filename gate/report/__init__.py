@@ -68,6 +68,7 @@ def write_outputs(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     results.json is validated against the shipped schema once, here, before
     anything is written. Returns {"results": path, "html": ..., ...}."""
     validate_results(results, source=str(Path(out_dir) / "results.json"))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     path = Path(out_dir) / "results.json"
     atomic_write_json(path, results)
     return {"results": path, **write_all(results, out_dir, validated=True)}

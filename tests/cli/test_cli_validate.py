@@ -53,3 +53,14 @@ def test_no_config_at_all() -> None:
     res = CliRunner().invoke(cli, ["validate"])
     assert res.exit_code == 2
     assert "no run config given" in res.output
+
+
+@pytest.mark.heavy
+def test_validate_leaves_no_output_folder_behind(tmp_path: Path) -> None:
+    from fakeworld import fake_gate_config
+
+    config = fake_gate_config(tmp_path, out="deep/out")
+    res = CliRunner().invoke(cli, ["validate", "--config", str(config)])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "deep").exists()  # checked writable through its nearest parent, not created
+    assert not list(tmp_path.glob(".gate-write-test-*"))
