@@ -258,6 +258,12 @@ def test_gate_run_scores_real_tasks_from_the_mirror_as_lm_evals_hf_model_does(
                    for t in tier["tasks"]}
     assert set(gate_scores) == set(TASKS)
 
+    checked, ref = lm_evals_hf_run(cfg, base, olmo_mirror)
+    assert_scores_equal_lm_evals(checked.plans, ref, gate_scores, {name: t[1] for name, t in TASKS.items()})
+
+
+def lm_evals_hf_run(config: Path, base: Path, mirror: Path) -> tuple:
+    """The config's plans, and lm-eval's `hf` model (fp32, CPU) run on the same items."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
@@ -265,23 +271,28 @@ def test_gate_run_scores_real_tasks_from_the_mirror_as_lm_evals_hf_model_does(
     from gate.config.validate import validate
     from gate.evaluate.mirror import dataset_mirror
 
-    setup = load_setup(cfg)
-    checked = validate(setup)
+    checked = validate(load_setup(config))
     samples = {leaf: sel for p in checked.plans for leaf, sel in p.selection.items() if sel is not None}
-    with dataset_mirror(olmo_mirror):
-        ref = lm_eval.simple_evaluate(model=HFLM(pretrained=str(base), dtype="float32", batch_size=16, device="cpu"),
+    with dataset_mirror(mirror):
+        ref = lm_eval.simple_evaluate(model=HFLM(pretrained=str(base), dtype="float32", batch_size=8, device="cpu"),
                                       tasks=[p.task.lm_eval_spec() for p in checked.plans], samples=samples,
                                       task_manager=checked.task_manager, log_samples=True, bootstrap_iters=0)
     assert ref is not None
-    for plan in checked.plans:
-        metric = TASKS[plan.name][1]
+    return checked, ref
+
+
+def assert_scores_equal_lm_evals(plans: list, ref: dict, gate_scores: dict[str, tuple[float, int]],
+                                 metrics: dict[str, str]) -> None:
+    """The gate's score of each plan equals lm-eval's `ref` run on the same items."""
+    for plan in plans:
+        metric = metrics[plan.name]
         items = [s for leaf in plan.leaves for s in ref["samples"][leaf]]
         values = [float(s[metric]) for s in items]
         score, n = gate_scores[plan.name]
         assert n == len(values) == plan.n_items, plan.name
         # Two engines' float32 sums differ in the last digits: only an item whose two
         # best choices lie within 1e-4 nats may be scored differently (measured: one
-        # MMLU item of 73 on this random model; every other task equal item for item).
+        # MMLU item of 73 on a random model; every other task equal item for item).
         ties = sum(_margin(s, metric) < 1e-4 for s in items)
         gap = abs(score * n - sum(values))
         assert gap <= ties + 1e-6, (plan.name, score, sum(values) / n, sorted(_margin(s, metric) for s in items)[:3])

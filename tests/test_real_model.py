@@ -29,7 +29,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_mirror import REPO, _gate, _margin, _suite, olmo_mirror  # noqa: F401  (olmo_mirror: a fixture)
+from test_mirror import (  # noqa: F401  (olmo_mirror: a fixture)
+    REPO,
+    _gate,
+    _suite,
+    assert_scores_equal_lm_evals,
+    lm_evals_hf_run,
+    olmo_mirror,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -113,30 +120,10 @@ def test_a_zero_lora_is_an_exact_no_op_and_a_random_one_is_not(real_run) -> None
 
 def test_the_base_scores_as_lm_evals_hf_model_scores_it(real_run, smollm2: Path, olmo_mirror: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     work, results = real_run
-    import lm_eval
-    from lm_eval.models.huggingface import HFLM
-
-    from gate.config.load import load_setup
-    from gate.config.validate import validate
-    from gate.evaluate.mirror import dataset_mirror
-
-    checked = validate(load_setup(work / "gate.yaml"))
-    samples = {leaf: sel for p in checked.plans for leaf, sel in p.selection.items() if sel is not None}
-    with dataset_mirror(olmo_mirror):
-        ref = lm_eval.simple_evaluate(model=HFLM(pretrained=str(smollm2), dtype="float32", batch_size=8, device="cpu"),
-                                      tasks=[p.task.lm_eval_spec() for p in checked.plans], samples=samples,
-                                      task_manager=checked.task_manager, log_samples=True, bootstrap_iters=0)
-    assert ref is not None
+    checked, ref = lm_evals_hf_run(work / "gate.yaml", smollm2, olmo_mirror)
     base = _tasks(results, "zero")
-    for plan in checked.plans:
-        metric = TASKS[plan.name][1]
-        items = [s for leaf in plan.leaves for s in ref["samples"][leaf]]
-        values = [float(s[metric]) for s in items]
-        assert base[plan.name]["n"] == len(values) == plan.n_items
-        # only an item whose two best choices lie within 1e-4 nats may differ between engines
-        ties = sum(_margin(s, metric) < 1e-4 for s in items)
-        gap = abs(base[plan.name]["base_score"] * len(values) - sum(values))
-        assert gap <= ties + 1e-6, (plan.name, base[plan.name]["base_score"], sum(values) / len(values))
+    assert_scores_equal_lm_evals(checked.plans, ref, {name: (t["base_score"], t["n"]) for name, t in base.items()},
+                                 {name: t[1] for name, t in TASKS.items()})
     # a real model: above chance (4 choices) on ARC-Easy, as the published one is
     assert base["arc_easy"]["base_score"] >= 0.4
 
