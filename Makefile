@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test test-fast bench bench-quick lint toy venv system-tools clean
+.PHONY: demo-real demo test test-fast bench bench-quick lint toy venv system-tools clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -18,9 +18,13 @@ system-tools:
 demo: venv
 	$(BIN)/gate demo
 
+## make demo-real: the same on a real pretrained model (SmolLM2-135M from PyPI, two LoRA fine-tunes, real ARC/HellaSwag/WinoGrande items)
+demo-real: venv
+	$(BIN)/gate demo --real --out gate-out/demo-real
+
 ## make test: the whole test suite (builds the toy world once, starts real vLLM servers)
 test: venv system-tools toy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 ## make test-fast: the unit tests: no toy world, engine, browser, lm-eval run, torch model or child process (about a minute)
 test-fast: venv

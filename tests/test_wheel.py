@@ -66,7 +66,9 @@ def test_the_wheel_carries_its_package_data(installed: Path) -> None:
     for needed in ("gate/report/templates/report.html.j2", "gate/report/schema/results.schema.json",
                    "gate/cli/templates/thresholds.yaml", "gate/cli/templates/release-gate.yml",
                    "gate/suites/default.yaml", "gate/suites/toy/toy.yaml", "gate/suites/toy/thresholds.yaml",
-                   "gate/suites/toy/tasks/toy_data.py", "gate/suites/toy/data/toy_sub.jsonl", "gate/py.typed"):
+                   "gate/suites/toy/tasks/toy_data.py", "gate/suites/toy/data/toy_sub.jsonl", "gate/py.typed",
+                   "gate/suites/real/real.yaml", "gate/suites/real/thresholds.yaml",
+                   "gate/suites/real/tasks/real_data.py", "gate/suites/real/data/num_words.jsonl"):
         assert needed in names, f"{needed} is not in {wheel.name}"
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()

@@ -14,10 +14,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 
 #: suite name -> its YAML, for `suite: NAME` / `--suite NAME`
-SHIPPED = {"default": ROOT / "default.yaml", "toy": ROOT / "toy" / "toy.yaml"}
+SHIPPED = {"default": ROOT / "default.yaml", "toy": ROOT / "toy" / "toy.yaml", "real": ROOT / "real" / "real.yaml"}
 
 #: the toy suite's release policy (what `gate demo` judges with)
 TOY_THRESHOLDS = ROOT / "toy" / "thresholds.yaml"
+
+#: the real suite's release policy (what `gate demo --real` judges with)
+REAL_THRESHOLDS = ROOT / "real" / "thresholds.yaml"
 
 
 def shipped_suite(value: str, relative_to: Path) -> Path | None:
@@ -28,4 +31,4 @@ def shipped_suite(value: str, relative_to: Path) -> Path | None:
     return SHIPPED[value]
 
 
-__all__ = ["ROOT", "SHIPPED", "TOY_THRESHOLDS", "shipped_suite"]
+__all__ = ["REAL_THRESHOLDS", "ROOT", "SHIPPED", "TOY_THRESHOLDS", "shipped_suite"]

