@@ -18,7 +18,7 @@ THRESHOLDS = [REPO / "thresholds.yaml", *sorted((REPO / "gate" / "suites").rglob
 
 def test_there_are_shipped_suites() -> None:
     names = {p.relative_to(REPO / "gate" / "suites").as_posix() for p in SUITES}
-    assert {"default.yaml", "toy/toy.yaml"} <= names
+    assert {"default.yaml", "toy/toy.yaml", "real/real.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", SUITES, ids=lambda p: p.relative_to(REPO).as_posix())
