@@ -166,7 +166,7 @@ def test_early_stopping_gives_the_verdicts_of_a_full_evaluation(first_run, tmp_p
     """The first run scored candidates in rounds (the toy thresholds' default);
     this one scores every item. Every verdict the rounds decided is the full
     evaluation's; tasks stopped because their candidate had already failed are
-    marked so; overfit's general tier needed at most half of its items."""
+    marked so; overfit needed fewer than all of its items."""
     config, _, rounds = first_run
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
     th = yaml.safe_load(Path(cfg["thresholds"]).read_text(encoding="utf-8"))
@@ -192,8 +192,14 @@ def test_early_stopping_gives_the_verdicts_of_a_full_evaluation(first_run, tmp_p
         else:
             assert got["verdict"] == t["verdict"], (name, task, got["sequential"])
     assert stopped  # fail_fast did stop something on the failing candidates
-    general = _tier(rounds, "overfit", "general")["tasks"]
-    assert sum(t["n_used"] for t in general) <= sum(t["n"] for t in general) / 2
+    # The rounds saved work on the failing candidate: some of its tasks were
+    # decided before their last item. (How much depends on the toy world's
+    # trained weights, which differ a little between machines: on one build
+    # overfit's general tier is decided at half its items, on another only at
+    # its last round.)
+    overfit = [t for tier in next(c for c in rounds["candidates"] if c["name"] == "overfit")["tiers"]
+               for t in tier["tasks"]]
+    assert sum(t["n_used"] for t in overfit) < sum(t["n"] for t in overfit)
 
 
 def _spawn_gate(config: Path):  # type: ignore[no-untyped-def]
@@ -274,7 +280,36 @@ def test_engine_death_exits_3_and_the_rerun_resumes_with_the_same_numbers(first_
         assert got[key][0] == pytest.approx(delta, rel=1e-6, abs=1e-9), key
 
 
+def test_concurrent_candidates_give_the_numbers_of_serial_scoring(first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The first run scored the LoRA candidates at the same time on one server
+    (engine.concurrent_candidates, default 4), so their requests shared the
+    engine's batches. Scored one after another, from the same baseline but
+    with no cached response, every number of results.json is the same, bit
+    for bit (float32: a sequence's log-probabilities do not depend on what
+    else is in its batch)."""
+    cfg = yaml.safe_load(first_run[0].read_text(encoding="utf-8"))
+    assert "candidates, 3 at a time" in first_run[1].output
+    cfg.update(out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"))
+    cfg["engine"]["concurrent_candidates"] = 1
+    cfg["candidates"] = [c for c in cfg["candidates"] if "adapter" in c]
+    cfg.pop("wandb", None)
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    res = CliRunner().invoke(cli, ["run", "--config", str(tmp_path / "gate.yaml")])
+    assert res.exit_code == 1, res.output
+    assert "at a time" not in res.output and "evaluating careful" in res.output
+    serial = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+
+    def numbers(results: dict) -> dict:
+        return {(c["name"], t["task"]): (t["n_used"], t["candidate_score"], t["delta"], t["ci_low"], t["ci_high"],
+                                          t["verdict"])
+                for c in results["candidates"] if c["name"] != "full" for tier in c["tiers"] for t in tier["tasks"]}
+
+    assert numbers(serial) == numbers(first_run[2])
+
+
 def test_ctrl_c_leaves_no_server_and_no_half_written_file(first_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Ctrl-C while the candidates are scored at the same time: exit 130, the
+    server and every scoring thread gone, nothing half-written."""
     import signal
 
     import psutil
@@ -282,7 +317,8 @@ def test_ctrl_c_leaves_no_server_and_no_half_written_file(first_run, tmp_path: P
     config = _fresh_config(first_run[0], tmp_path)
     proc, lines = _spawn_gate(config)
     try:
-        _wait_for(lines, "evaluating base")
+        _wait_for(lines, "at a time")
+        _wait_for(lines, "round 1")
         servers = _servers(proc.pid)
         assert servers
         proc.send_signal(signal.SIGINT)

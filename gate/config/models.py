@@ -196,6 +196,10 @@ class EngineConfig(Strict):
     """Required for kind=endpoint."""
     hf: HfConfig = Field(default_factory=HfConfig)  # type: ignore[arg-type]
     """Options for kind=hf."""
+    concurrent_candidates: int = Field(4, ge=1)
+    """LoRA candidates (and sweep checkpoints) scored at the same time on one server, so the
+    engine batches their requests together (vllm, endpoint; hf scores one at a time, its
+    adapters share one in-process model). 1 scores them one after another."""
 
     @model_validator(mode="after")
     def _endpoint_needs_url(self) -> EngineConfig:
@@ -268,7 +272,7 @@ class RunConfig(Strict):
     """Release policy YAML, relative to this file."""
     waivers: str | None = None
     """Waivers YAML (accepted drops, each bound to one candidate's fingerprint), relative to this file."""
-    engine: EngineConfig = Field(default_factory=EngineConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)  # type: ignore[arg-type]
     """Engine kind and options."""
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     """Baseline store."""

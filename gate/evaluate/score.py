@@ -11,7 +11,9 @@ base, the records cache for candidates), so an interrupted run loses nothing.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +22,7 @@ from gate.baseline.lookup import Known, claim_missing_baselines
 from gate.baseline.store import BaselineStore
 from gate.config.load import GateSetup
 from gate.config.policy import TaskPolicy
+from gate.evaluate.built_tasks import BuiltTasks
 from gate.evaluate.harness import evaluate_model
 from gate.evaluate.plan import TaskPlan
 from gate.evaluate.progress import ModelProgress, Track, no_track
@@ -55,6 +58,12 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
     after it (`Known.skip`). `track` follows each model's scoring."""
     cfg = setup.config
     done_settling: set[str] = set()
+    # Candidates scored at the same time report from worker threads: the
+    # bookkeeping (stores, `known`, the display) is done under one lock.
+    lock = threading.RLock()
+    stop = threading.Event()
+    say, track = _locked(lock, say), _locked(lock, track)
+    workers_per_server = cfg.engine.concurrent_candidates
 
     def settled(name: str) -> None:
         if settle is None or known.todo[BASE_NAME] or known.todo[name] or name in known.skipped | done_settling:
@@ -83,6 +92,51 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
         to_serve.insert(0, specs[0])  # LoRAs are served on the base; the probes compare with it
     probe_run = ProbeRun(cfg, [t for p in plans for t in p.probe_texts][:8], engine.kind, say,
                          fingerprints=keys.identities.fingerprints())
+    built = BuiltTasks(task_manager)  # each task built once per run, whichever model asks first
+
+    def score_model(spec: ModelSpec, lm: Any) -> None:
+        """Score one model's missing tasks and record them (runs in a worker
+        thread when candidates are scored at the same time)."""
+        with lock:
+            plans_left = list(known.todo[spec.name])
+            if not plans_left or spec.name in known.skipped:
+                return
+            evaluated[spec.name] = len(plans_left)
+            say(f"evaluating {spec.name}: {sum(p.n_items for p in plans_left)} items in {len(plans_left)} task(s)")
+        cache = Path(cfg.cache_dir) / keys.key(spec.name, plans_left[0]).model_digest()[:24] / "responses"
+
+        def evaluate(sub: list[TaskPlan]) -> dict[str, TaskRecords]:
+            if stop.is_set() or spec.name in known.skipped:
+                raise _Dropped(spec.name)  # a sibling failed, or an earlier checkpoint FAILed
+            return evaluate_model(lm, sub, task_manager=built, cache_path=cache)
+
+        def at(round_no: int | None, done: int, tasks: Sequence[str]) -> None:
+            scored[spec.name] = done
+            track(ModelProgress(spec.name, "scoring", done=done, planned=planned[spec.name], tasks=tuple(tasks),
+                                round=round_no))
+
+        try:
+            if spec.name != BASE_NAME and rounds:
+                recs = _in_rounds(spec.name, plans_left, known.records[BASE_NAME], policies[spec.name], setup,
+                                  evaluate, say, at)
+            else:
+                at(None, 0, [p.name for p in plans_left])
+                recs = evaluate(plans_left)
+                scored[spec.name] = planned[spec.name]
+        except _Dropped:
+            return
+        with lock:
+            if spec.name in known.skipped:
+                return  # an earlier checkpoint FAILed while this one was scored: as if never scored
+            dest = store if spec.name == BASE_NAME else records_cache
+            for p in plans_left:
+                dest.put(keys.key(spec.name, p), recs[p.name])
+                known.add(spec.name, p, recs[p.name])
+            if spec.name == BASE_NAME:
+                track(ModelProgress(BASE_NAME, "done", done=scored[BASE_NAME], planned=planned[BASE_NAME]))
+            for other in specs[1:]:  # this one, or those cached before the base was known
+                settled(other.name)
+
     with contextlib.ExitStack() as held:  # baseline locks, taken just before the base is evaluated
         for group in engine.groups(to_serve):
             if all(s.name != BASE_NAME and not known.todo[s.name] for s in group):
@@ -91,40 +145,15 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
             say(f"serving {', '.join(m.name for m in group)} ({engine.kind})")
             with engine.serve(group, log_dir) as lms:
                 probe_run.check(group, lms)
-                for spec in group:
-                    if spec.name == BASE_NAME and known.todo[BASE_NAME]:
+                if any(s.name == BASE_NAME for s in group):  # first: every candidate is paired with it
+                    if known.todo[BASE_NAME]:
                         claim_missing_baselines(store, known, keys, held, say)
-                    plans_left = known.todo[spec.name]
-                    if not plans_left:
-                        continue
-                    evaluated[spec.name] = len(plans_left)
-                    cache = Path(cfg.cache_dir) / keys.key(spec.name, plans_left[0]).model_digest()[:24] / "responses"
-                    say(f"evaluating {spec.name}: {sum(p.n_items for p in plans_left)} items in {len(plans_left)} task(s)")
-
-                    def evaluate(sub: list[TaskPlan], lm: Any = lms[spec.name], cache: Path = cache,
-                                 ) -> dict[str, TaskRecords]:
-                        return evaluate_model(lm, sub, task_manager=task_manager, cache_path=cache)
-
-                    def at(round_no: int | None, done: int, tasks: Sequence[str], name: str = spec.name) -> None:
-                        scored[name] = done
-                        track(ModelProgress(name, "scoring", done=done, planned=planned[name], tasks=tuple(tasks),
-                                            round=round_no))
-
-                    if spec.name != BASE_NAME and rounds:
-                        recs = _in_rounds(spec.name, plans_left, known.records[BASE_NAME], policies[spec.name], setup,
-                                          evaluate, say, at)
-                    else:
-                        at(None, 0, [p.name for p in plans_left])
-                        recs = evaluate(plans_left)
-                        scored[spec.name] = planned[spec.name]
-                    dest = store if spec.name == BASE_NAME else records_cache
-                    for p in list(plans_left):
-                        dest.put(keys.key(spec.name, p), recs[p.name])
-                        known.add(spec.name, p, recs[p.name])
-                    if spec.name == BASE_NAME:
-                        track(ModelProgress(BASE_NAME, "done", done=scored[BASE_NAME], planned=planned[BASE_NAME]))
-                    for other in specs[1:]:  # this one, or those cached before the base was known
-                        settled(other.name)
+                    score_model(specs[0], lms[BASE_NAME])
+                lanes = _lanes([s for s in group if s.name != BASE_NAME], setup)
+                workers = min(workers_per_server, len(lanes)) if engine.concurrent else 1
+                if workers > 1:
+                    say(f"scoring {sum(map(len, lanes))} candidates, {workers} at a time")
+                _score_all(lanes, lms, score_model, workers, stop)
     if published := store.flush():  # a wandb:// store publishes the entries added; a directory: no-op
         say(published)
     if not to_serve:
@@ -133,6 +162,81 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
             "probes", "all", "skipped", "all results came from the baseline store and the records cache; "
             "the probes ran when they were computed"))
     return evaluated, probe_run.results
+
+
+class _Dropped(Exception):
+    """A candidate's scoring stopped between rounds: it is not needed any more."""
+
+
+def _locked(lock: threading.RLock, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        with lock:
+            return fn(*args)
+    return call
+
+
+def _lanes(candidates: Sequence[ModelSpec], setup: GateSetup) -> list[list[ModelSpec]]:
+    """The candidates in lanes that may be scored at the same time, each lane in order.
+
+    Every candidate is a lane of its own, except under sweep.stop_after_fail:
+    then a sweep's checkpoints are one lane, scored one after another in
+    training order, so that the checkpoints after the first FAIL are never
+    served (the compute the setting is there to save)."""
+    if not setup.thresholds.sweep.stop_after_fail:
+        return [[c] for c in candidates]
+    lanes: list[list[ModelSpec]] = []
+    of_sweep: dict[str, list[ModelSpec]] = {}
+    for c in candidates:
+        sweep = next((s.name for s in setup.sweeps if c.name in s.candidates), None)
+        if sweep is None:
+            lanes.append([c])
+        elif sweep in of_sweep:
+            of_sweep[sweep].append(c)
+        else:
+            of_sweep[sweep] = [c]
+            lanes.append(of_sweep[sweep])
+    return lanes
+
+
+def _score_all(lanes: Sequence[Sequence[ModelSpec]], lms: Mapping[str, Any],
+               score_model: Callable[[ModelSpec, Any], None], workers: int, stop: threading.Event) -> None:
+    """Score a server's candidates, `workers` lanes at a time (`_lanes`), in the config's order.
+
+    At the same time, their requests reach the server together and share its
+    batches (the reason the base and every LoRA share one server). Each
+    candidate runs in its own thread with its own LM and response cache; the
+    tasks are built once and copied (gate.evaluate.built_tasks), so the
+    requests and the records are the ones serial scoring makes.
+
+    When one fails (the server died, bad input) or the run is interrupted
+    (Ctrl-C), the others are stopped rather than waited for: no new round
+    starts, every LM refuses its next request, and the error propagates, so
+    `serve()` tears the server down and the exit code is the one serial
+    scoring gives. What was scored is in the response caches; a rerun resumes."""
+    def score_lane(lane: Sequence[ModelSpec]) -> None:
+        for spec in lane:
+            score_model(spec, lms[spec.name])
+
+    if workers <= 1:
+        for lane in lanes:
+            score_lane(lane)
+        return
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gate-score")
+    futures = [pool.submit(score_lane, lane) for lane in lanes]
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            if future in done and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+    except BaseException:
+        stop.set()
+        for lm in lms.values():
+            health = getattr(lm, "_health", None)  # a server's LMs (gate.serve.completions)
+            if health is not None:
+                health.abandon()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _in_rounds(name: str, plans: list[TaskPlan], base: dict[str, TaskRecords], policies: Mapping[str, TaskPolicy],

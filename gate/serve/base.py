@@ -52,6 +52,10 @@ class Engine(abc.ABC):
     """Serves groups of models and hands lm-eval one LM per model name."""
 
     kind: ClassVar[str]
+    #: can a group's models be scored at the same time (each through its own LM)?
+    #: True where the LMs are clients of one server, which batches their
+    #: requests together; False where they share one in-process model (hf).
+    concurrent: ClassVar[bool] = False
 
     @abc.abstractmethod
     def version(self) -> str:

@@ -29,6 +29,7 @@ class ServerHealth:
     def __init__(self, probe: Callable[[], int | None] | None = None) -> None:
         self._probe = probe  # returns an exit code once the process has exited
         self._dead = threading.Event()
+        self._abandoned = threading.Event()
         self.exit_code: int | None = None
 
     def mark_dead(self, exit_code: int | None) -> None:
@@ -43,9 +44,17 @@ class ServerHealth:
                 self.mark_dead(code)
         return self._dead.is_set()
 
+    def abandon(self) -> None:
+        """The run is stopping (another candidate failed, or Ctrl-C): every LM's
+        next request raises instead of reaching the server, so the threads of
+        concurrent candidates end. The server is not called dead."""
+        self._abandoned.set()
+
     def check(self) -> None:
         if self.dead:
             raise ServerGone(f"the server exited with code {self.exit_code}")
+        if self._abandoned.is_set():
+            raise ServerGone("the evaluation was abandoned")
 
 
 def bos_by_default(tokenizer_dir: str, trust_remote_code: bool = False,

@@ -63,6 +63,7 @@ class EndpointEngine(Engine):
     """Scores through an existing deployment; nothing to start or stop."""
 
     kind: ClassVar[str] = "endpoint"
+    concurrent: ClassVar[bool] = True
 
     def __init__(self, options: EndpointOptions) -> None:
         self.options = options

@@ -129,6 +129,7 @@ class FakeEngine(Engine):
     """Serves FakeLMs: nothing starts, nothing to tear down."""
 
     kind: ClassVar[str] = "fake"
+    concurrent: ClassVar[bool] = True  # stateless LMs: exercises concurrent scoring in fast tests
 
     def __init__(self, skills: Mapping[str, FakeSkill] | None = None,
                  gold_fields: Sequence[str] = GOLD_FIELDS) -> None:

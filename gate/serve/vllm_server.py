@@ -318,6 +318,7 @@ class VllmEngine(Engine):
     """Base + every LoRA in one vLLM server; each full fine-tune in its own."""
 
     kind: ClassVar[str] = "vllm"
+    concurrent: ClassVar[bool] = True  # the server batches every LoRA's requests together
 
     def __init__(self, options: VllmOptions | None = None, *, allow_pickle: bool = False) -> None:
         self.options = options or VllmOptions()
