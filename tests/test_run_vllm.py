@@ -311,6 +311,7 @@ def test_ctrl_c_leaves_no_server_and_no_half_written_file(first_run, tmp_path: P
     """Ctrl-C while the candidates are scored at the same time: exit 130, the
     server and every scoring thread gone, nothing half-written."""
     import signal
+    import time
 
     import psutil
 
@@ -318,7 +319,8 @@ def test_ctrl_c_leaves_no_server_and_no_half_written_file(first_run, tmp_path: P
     proc, lines = _spawn_gate(config)
     try:
         _wait_for(lines, "at a time")
-        _wait_for(lines, "round 1")
+        _wait_for(lines, "evaluating careful")
+        time.sleep(2)  # its first round's requests are in flight
         servers = _servers(proc.pid)
         assert servers
         proc.send_signal(signal.SIGINT)
