@@ -58,7 +58,7 @@ class BuiltTasks:
         self._manager = manager
         self._lock = threading.Lock()
         self._built: dict[str, dict[str, Any]] = {}
-        #: how many times each suite task was built (the benchmarks read it)
+        #: how many times each suite task was built (tests read it)
         self.builds: dict[str, int] = {}
 
     def __getattr__(self, name: str) -> Any:
