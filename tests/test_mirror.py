@@ -138,10 +138,11 @@ def test_a_dataset_neither_mirrored_nor_reachable_stops_before_serving_naming_th
            "allenai/ai2_arc (ARC-Challenge)" in out.stderr
     assert "set `num_fewshot: 0`" in out.stderr
     assert out.returncode == 2, out.stdout + out.stderr
-    from lm_eval.tasks import TaskManager
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    dataset_id = load_yaml(TaskManager().task_index["piqa"].yaml_path, resolve_func=False)["dataset_path"]
+    from gate.config.tasks import task_manager
+
+    dataset_id = load_yaml(task_manager(()).task_index["piqa"].yaml_path, resolve_func=False)["dataset_path"]
     assert f"task piqa cannot be loaded: dataset {dataset_id}" in out.stderr
     assert f"not in the mirror (expected {olmo_mirror / dataset_id})" in out.stderr
     assert f"huggingface-cli download --repo-type dataset {dataset_id} --local-dir {olmo_mirror / dataset_id}" in out.stderr

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from gate.errors import EngineError, InputError
+from gate.evaluate import lmeval_fixed_costs
 from gate.evaluate.plan import TaskPlan
 from gate.evaluate.records import TaskRecords
 
@@ -81,6 +82,7 @@ def evaluate_model(lm: Any, plans: Sequence[TaskPlan], *, task_manager: Any, cac
 
     if not plans:
         return {}
+    lmeval_fixed_costs.install()
     specs = [p.task.lm_eval_spec() for p in plans]
     samples = {leaf: sel for p in plans for leaf, sel in p.selection.items() if sel is not None}
     seed = plans[0].task.spec.seed

@@ -29,10 +29,10 @@ def _in_tasks_folder(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @functools.cache
 def _manager() -> Any:
-    """One TaskManager (indexing takes seconds); its `load` builds new tasks on every call."""
-    from lm_eval.tasks import TaskManager
+    """One TaskManager (lm-eval's index, shared by the process); its `load` builds new tasks on every call."""
+    from gate.config.tasks import task_manager
 
-    return TaskManager(include_path=[str(SUITE / "tasks")])
+    return task_manager((str(SUITE / "tasks"),))
 
 
 def _fewshot_spec() -> dict[str, Any]:

@@ -19,15 +19,13 @@ def task_dir(tmp_path_factory):
     return write_tiny_task(tmp_path_factory.mktemp("task"), n=100)
 
 
-_MANAGERS: dict[str, object] = {}
-
 
 def _evaluate(lm, task_dir):
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
-    # Indexing lm-eval's task registry takes seconds: once per task dir.
-    manager = _MANAGERS.setdefault(str(task_dir), TaskManager(include_path=str(task_dir)))
+    from gate.config.tasks import task_manager
+
+    manager = task_manager((str(task_dir),))  # lm-eval's own index, shared by the process
     out = lm_eval.simple_evaluate(model=lm, tasks=[TASK], log_samples=True, bootstrap_iters=0,
                                   task_manager=manager)
     per_item = {s["doc_id"]: s["acc"] for s in out["samples"][TASK]}

@@ -34,10 +34,11 @@ def _group(tiny):
 def per_item_loglikelihoods(lm, include_path) -> dict[int, list[float]]:
     """doc_id -> loglikelihood of every choice, through lm-eval's real path."""
     import lm_eval
-    from lm_eval.tasks import TaskManager
+
+    from gate.config.tasks import task_manager
 
     out = lm_eval.simple_evaluate(model=lm, tasks=[TASK], log_samples=True, bootstrap_iters=0,
-                                  task_manager=TaskManager(include_path=str(include_path)))
+                                  task_manager=task_manager((str(include_path),)))
     return {s["doc_id"]: [float(r[0][0]) for r in s["resps"]] for s in out["samples"][TASK]}
 
 
@@ -127,10 +128,11 @@ def _rolling_task(root, lengths):
 
 def _rolling(lm, include):
     import lm_eval
-    from lm_eval.tasks import TaskManager
+
+    from gate.config.tasks import task_manager
 
     out = lm_eval.simple_evaluate(model=lm, tasks=[ROLLING], log_samples=True, bootstrap_iters=0,
-                                  task_manager=TaskManager(include_path=str(include)))
+                                  task_manager=task_manager((str(include),)))
     per_doc = {s["doc_id"]: tuple(s["word_perplexity"]) for s in out["samples"][ROLLING]}
     return per_doc, out["results"][ROLLING]["word_perplexity,none"]
 
