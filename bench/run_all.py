@@ -8,6 +8,7 @@
 - bench_scaling.py    `gate run` wall time for 1, 2, 4, 8 LoRA candidates on one server (7c)
 - bench_sweep.py      a sweep of 3 LoRA checkpoints vs gating one of them (issue 13)
 - bench_memory.py     peak RSS of the gate process on a 10,000-item suite (7e)
+- bench_fixed_costs.py lm-eval's fixed costs (task index, environment, templates) as shipped vs once per process (17)
 
     python bench/run_all.py [--quick] [--only NAME,...]
 
@@ -35,6 +36,7 @@ FULL = [
     ["bench_scaling.py", "--runs", "3"],
     ["bench_sweep.py", "--runs", "3"],
     ["bench_memory.py", "--items", "10000"],
+    ["bench_fixed_costs.py", "--runs", "3"],
 ]
 QUICK = [
     ["bench_compare.py", "--runs", "1", "--boot", "1000"],
@@ -44,6 +46,7 @@ QUICK = [
     ["bench_scaling.py", "--runs", "1", "--counts", "1,2"],
     ["bench_sweep.py", "--runs", "1"],
     ["bench_memory.py", "--items", "1000"],
+    ["bench_fixed_costs.py", "--runs", "1"],
 ]
 
 
