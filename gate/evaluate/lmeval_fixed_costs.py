@@ -11,7 +11,7 @@ on every call without changing anything it computes:
   provenance reads the same lm-eval version from it.
 - `apply_template`: every prompt, target and choice list of every document is
   rendered from a Jinja template that lm-eval compiles again each time (a third
-  of lm-eval's own time per item on the toy suite). Here each template string
+  of lm-eval's own time per item on the tests' fake suite). Here each template string
   is compiled once, in lm-eval's own Jinja environment, so the text rendered is
   the same.
 
