@@ -244,42 +244,65 @@ def exact_pvalues(won: int, lost: int, n: int, t: float) -> tuple[float, float]:
     for PASS and d = max(t, -disc) for FAIL (a null point needs |d| <= disc).
     m beyond `cap` carries less than 1e-12 of the mass at any allowed disc.
     """
-    m_obs = won + lost
+    return exact_tail(won, lost, n, t, True), exact_tail(won, lost, n, t, False)
+
+
+@functools.lru_cache(maxsize=256)  # at most 41 x (cap + 1) floats each: a few MB in all
+def _nuisance(m_obs: int, n: int) -> tuple[float, float, int, FloatArray, FloatArray]:
+    """(lo, hi, cap, grid, weight) of `exact_pvalues` for m_obs discordant items in n.
+
+    They do not depend on the threshold, so the bisection of `binary_interval`
+    (about twenty thresholds per edge) computes them once. weight[i, m] is
+    P(m discordant items | disc = grid[i]).
+    """
     lo = float(sps.beta.ppf(GAMMA / 2, m_obs, n - m_obs + 1)) if m_obs > 0 else 0.0
     hi = float(sps.beta.ppf(1 - GAMMA / 2, m_obs + 1, n - m_obs)) if m_obs < n else 1.0
     cap = int(min(n, sps.binom.ppf(1 - 1e-12, n, hi) + 5))
+    grid = np.linspace(lo, hi, EXACT_GRID)
+    weight = sps.binom.pmf(np.arange(cap + 1, dtype=np.float64)[None, :], n, grid[:, None])
+    grid.setflags(write=False)  # shared by every caller: read-only
+    weight.setflags(write=False)
+    return lo, hi, cap, grid, weight
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def exact_tail(won: int, lost: int, n: int, t: float, upper: bool) -> float:
+    """One side of `exact_pvalues`: p_pass when upper, else p_fail.
+
+    `binary_interval` bisects one side at a time, so it asks for one tail;
+    the verdict asks for both through `exact_pvalues`. Same numbers either way.
+    """
+    m_obs = won + lost
+    lo, hi, cap, grid, weight = _nuisance(m_obs, n)
     g_idx, l_idx = np.triu_indices(cap + 1)  # all (wins, discordant) with wins <= discordant
     wins, disc_items = g_idx.astype(np.float64), l_idx.astype(np.float64)
     z = tango_z(wins, disc_items - wins, n, t)
     z_obs = float(tango_z(won, lost, n, t))
     tol = 1e-9 * max(1.0, abs(z_obs))
     m = np.arange(cap + 1, dtype=np.float64)
-    # fewest wins with Z >= z_obs, most wins with Z <= z_obs, per m
-    g_up = np.full(cap + 1, np.inf)
-    np.minimum.at(g_up, l_idx[z >= z_obs - tol], wins[z >= z_obs - tol])
-    g_dn = np.full(cap + 1, -np.inf)
-    np.maximum.at(g_dn, l_idx[z <= z_obs + tol], wins[z <= z_obs + tol])
-    grid = np.linspace(lo, hi, EXACT_GRID)
     if lo < abs(t) < hi:  # the worst case often sits where the null begins
-        grid = np.sort(np.append(grid, abs(t)))
+        at = int(np.searchsorted(grid, abs(t)))
+        grid = np.insert(grid, at, abs(t))
+        weight = np.insert(weight, at, sps.binom.pmf(m, n, abs(t)), axis=0)
     disc = grid[:, None]
-    weight = sps.binom.pmf(m[None, :], n, disc)
-
-    def worst(d: FloatArray, feasible: npt.NDArray[np.bool_], upper: bool) -> float:
-        if not feasible.any():  # the bound on disc excludes the whole null
-            return 0.0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pi = np.clip(np.where(disc > 0, (1 + d / disc) / 2, 0.5), 0.0, 1.0)
-        if upper:
-            inner = np.where(np.isfinite(g_up), sps.binom.sf(np.nan_to_num(g_up, posinf=0) - 1, m, pi), 0.0)
-        else:
-            inner = np.where(np.isfinite(g_dn), sps.binom.cdf(np.nan_to_num(g_dn, neginf=0), m, pi), 0.0)
-        tails = (weight * inner).sum(axis=1)
-        return float(np.max(tails[feasible]))
-
-    p_pass = worst(np.minimum(t, disc), grid >= -t - 1e-15, True)
-    p_fail = worst(np.maximum(t, -disc), grid >= t - 1e-15, False)
-    return min(1.0, p_pass + GAMMA), min(1.0, p_fail + GAMMA)
+    if upper:  # fewest wins with Z >= z_obs, per m; the worst null point d = min(t, disc)
+        bound = np.full(cap + 1, np.inf)
+        np.minimum.at(bound, l_idx[z >= z_obs - tol], wins[z >= z_obs - tol])
+        d, feasible = np.minimum(t, disc), grid >= -t - 1e-15
+    else:  # most wins with Z <= z_obs, per m; the worst null point d = max(t, -disc)
+        bound = np.full(cap + 1, -np.inf)
+        np.maximum.at(bound, l_idx[z <= z_obs + tol], wins[z <= z_obs + tol])
+        d, feasible = np.maximum(t, -disc), grid >= t - 1e-15
+    if not feasible.any():  # the bound on disc excludes the whole null: only GAMMA is left
+        return GAMMA
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pi = np.clip(np.where(disc > 0, (1 + d / disc) / 2, 0.5), 0.0, 1.0)
+    if upper:
+        inner = np.where(np.isfinite(bound), sps.binom.sf(np.nan_to_num(bound, posinf=0) - 1, m, pi), 0.0)
+    else:
+        inner = np.where(np.isfinite(bound), sps.binom.cdf(np.nan_to_num(bound, neginf=0), m, pi), 0.0)
+    tails = (weight * inner).sum(axis=1)
+    return min(1.0, float(np.max(tails[feasible])) + GAMMA)
 
 
 def tango_z(won: npt.ArrayLike, lost: npt.ArrayLike, n: npt.ArrayLike,
@@ -326,7 +349,7 @@ def binary_interval(won: int, lost: int, n: int, alpha: float) -> tuple[float, f
         return tango_edge(0), tango_edge(1)
 
     def holds(side: int, t: float) -> bool:
-        p = binary_pvalues(won, lost, n, t)[side]
+        p = exact_tail(won, lost, n, float(t), side == 0)  # below ASYMPTOTIC_DISCORDANT: the exact test
         return bool(p < alpha) if side == 0 else not bool(p < alpha)
 
     def exact_edge(side: int) -> float:

@@ -108,6 +108,22 @@ def test_binary_exact_pvalues_match_a_brute_force_enumeration(case: tuple[int, i
     assert float(got[1]) == pytest.approx(ref[1], rel=0.02, abs=2e-4)
 
 
+@pytest.mark.parametrize("case", [(10, 14, 100), (28, 2, 100), (3, 9, 40), (6, 1, 30), (40, 61, 1000), (0, 4, 25)])
+def test_the_exact_interval_ends_where_the_verdicts_tests_start_to_reject(case: tuple[int, int, int]) -> None:
+    """The reported interval is the set of thresholds neither test rejects, with
+    the p-values the verdict uses: `binary_interval` bisects one tail at a time
+    (`exact_tail`), the verdict asks `binary_pvalues` for both; they must agree
+    at the edges, or a CI could sit wholly above a threshold the verdict fails."""
+    won, lost, n = case
+    low, high = stats.binary_interval(won, lost, n, 0.05)
+    eps = 1e-5
+    assert -1.0 < low < high < 1.0
+    assert float(stats.binary_pvalues(won, lost, n, low - eps)[0]) < 0.05  # PASS below the lower end
+    assert float(stats.binary_pvalues(won, lost, n, low + eps)[0]) >= 0.05
+    assert float(stats.binary_pvalues(won, lost, n, high + eps)[1]) < 0.05  # FAIL above the upper end
+    assert float(stats.binary_pvalues(won, lost, n, high - eps)[1]) >= 0.05
+
+
 def test_binary_pvalues_switch_to_tangos_score_test_with_many_flips() -> None:
     won, lost, n, t = 180, 220, 2000, -0.03  # 400 discordant items
     z = (won - lost) / n - t
