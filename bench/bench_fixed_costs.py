@@ -39,25 +39,26 @@ from benchlib import median, record, table
 def as_shipped() -> Iterator[None]:
     """lm-eval's own TaskManager, add_env_info and apply_template, as before the change."""
     import lm_eval.evaluator
-    import lm_eval.loggers.utils
     import lm_eval.utils
     from lm_eval.tasks import TaskManager
 
+    import gate.config.tasks
     import gate.config.validate
-
-    saved = (gate.config.validate.task_manager, lm_eval.evaluator.add_env_info, lm_eval.utils.apply_template)
-    gate.config.validate.task_manager = lambda paths: TaskManager(include_path=list(paths) or None)
-    lm_eval.evaluator.add_env_info = lm_eval.loggers.utils.add_env_info
-    lm_eval.utils.apply_template = lambda template, doc: lm_eval.utils.env.from_string(template).render(**doc)
     import gate.evaluate.lmeval_fixed_costs as fixed
 
-    install = fixed.install
+    own = fixed.shipped()
+    saved = (gate.config.validate.task_manager, gate.config.tasks.task_manager,
+             lm_eval.evaluator.add_env_info, lm_eval.utils.apply_template, fixed.install)
+    # every TaskManager indexes lm-eval's built-in tasks again, as before the change
+    gate.config.validate.task_manager = gate.config.tasks.task_manager = (
+        lambda paths: TaskManager(include_path=list(paths) or None))
+    lm_eval.evaluator.add_env_info, lm_eval.utils.apply_template = own["add_env_info"], own["apply_template"]
     fixed.install = lambda: None  # harness.evaluate_model would put them back
     try:
         yield
     finally:
-        fixed.install = install
-        gate.config.validate.task_manager, lm_eval.evaluator.add_env_info, lm_eval.utils.apply_template = saved
+        (gate.config.validate.task_manager, gate.config.tasks.task_manager,
+         lm_eval.evaluator.add_env_info, lm_eval.utils.apply_template, fixed.install) = saved
 
 
 def one_run(root: Path) -> dict[str, Any]:

@@ -55,10 +55,26 @@ def apply_template(template: str, doc: dict[str, Any]) -> str:
     return str(_compiled(template).render(**doc))
 
 
+_SHIPPED: dict[str, Any] = {}
+
+
+def shipped() -> dict[str, Any]:
+    """lm-eval's own `add_env_info` and `apply_template`, as shipped: what the
+    test and the bench compare the replacements with."""
+    import lm_eval.evaluator
+    import lm_eval.utils
+
+    if not _SHIPPED:
+        _SHIPPED.update(add_env_info=lm_eval.evaluator.add_env_info,
+                        apply_template=lm_eval.utils.apply_template)
+    return _SHIPPED
+
+
 def install() -> None:
     """Idempotent: point lm-eval's two module attributes at the versions above."""
     import lm_eval.evaluator
     import lm_eval.utils
 
+    shipped()  # keep lm-eval's own before replacing them
     lm_eval.evaluator.add_env_info = add_env_info_once
     lm_eval.utils.apply_template = apply_template

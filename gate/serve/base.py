@@ -93,6 +93,14 @@ def check_unique_names(group: Sequence[ModelSpec]) -> None:
         seen[spec.name] = spec.path
 
 
+def weight_bytes(model: str) -> int | None:
+    """Bytes of a local model folder's weight files; None for a hub id not on disk."""
+    path = Path(model)
+    if not path.is_dir():
+        return None
+    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.bin") for f in path.glob(pattern))
+
+
 def tail(path: Path, lines: int = 40) -> str:
     """The last lines of a log file, for error messages."""
     try:

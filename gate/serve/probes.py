@@ -44,7 +44,7 @@ from typing import Any
 from gate.config.models import RunConfig
 from gate.errors import EngineError
 from gate.evaluate.records import TaskRecords
-from gate.serve.base import BASE_NAME, ModelSpec
+from gate.serve.base import BASE_NAME, ModelSpec, weight_bytes
 
 #: Summed log-likelihood differences below this (nats per probe) are noise.
 NOOP_TOLERANCE = 1e-4
@@ -205,11 +205,8 @@ class ProbeRun:
         self.base_ll: list[float] | None = None
 
     def _small_enough(self, spec: ModelSpec) -> bool:
-        path = Path(spec.path if spec.kind == "full" else spec.base_path)
-        if not path.is_dir():
-            return False
-        size = sum(f.stat().st_size for f in path.glob("*.safetensors")) + sum(f.stat().st_size for f in path.glob("*.bin"))
-        return size <= self.cfg.probes.parity_max_bytes
+        size = weight_bytes(spec.path if spec.kind == "full" else spec.base_path)
+        return size is not None and size <= self.cfg.probes.parity_max_bytes
 
     def check(self, group: list[ModelSpec], lms: dict[str, Any]) -> None:
         pcfg = self.cfg.probes

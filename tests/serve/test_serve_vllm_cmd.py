@@ -18,9 +18,10 @@ import psutil
 import pytest
 
 from gate.errors import EngineError, InfraError, InputError
-from gate.serve.base import ModelSpec
+from gate.serve.base import ModelSpec, weight_bytes
 from gate.serve.completions import ServerGone, ServerHealth
 from gate.serve.vllm_server import (
+    COMPUTE_BOUND_BYTES,
     CPU_DEFAULT_MEMORY_UTILIZATION,
     VllmOptions,
     VllmServer,
@@ -100,6 +101,36 @@ def test_env_never_enables_runtime_lora_loading(monkeypatch):
     env = build_env(cpu=False, cpu_lora_fix=True, has_loras=True)
     assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in env
     assert "GATE_VLLM_CPU_LORA_FIX" not in env  # GPU: no patch
+
+
+def test_on_two_cores_a_real_model_computes_on_both_and_a_users_binding_wins(monkeypatch, tmp_path):
+    """vLLM-CPU keeps one core per rank for its scheduler: on a 2-core runner
+    that halves a real model's compute, so the gate binds its threads to both.
+    A tiny model is bound by the Python processes and keeps vLLM's binding."""
+    for k in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
+        monkeypatch.delenv(k, raising=False)
+    real, tiny = tmp_path / "real", tmp_path / "tiny"
+    for folder, size in ((real, COMPUTE_BOUND_BYTES), (tiny, COMPUTE_BOUND_BYTES - 1)):
+        folder.mkdir()
+        with (folder / "model.safetensors").open("wb") as f:
+            f.truncate(size)  # sparse: only the size is read
+    big, small = weight_bytes(str(real)), weight_bytes(str(tiny))
+    assert (big, small, weight_bytes("org/hub-id")) == (COMPUTE_BOUND_BYTES, COMPUTE_BOUND_BYTES - 1, None)
+
+    def bind(**kw):
+        args = {"cpu": True, "cpu_lora_fix": True, "has_loras": True, "model_bytes": big, "cpus": {0, 1}, **kw}
+        return build_env(**args).get("VLLM_CPU_OMP_THREADS_BIND")
+
+    assert bind() == "0,1"
+    assert bind(cpus={3}, has_loras=False) == "3"
+    # vLLM's own binding: a small or unknown model, a larger machine, a multi-rank engine, a GPU
+    assert bind(model_bytes=small) is None and bind(model_bytes=None) is None
+    assert bind(cpus={0, 1, 2, 3}) is None and bind(ranks=2) is None and bind(cpu=False) is None
+    for user in ({"VLLM_CPU_OMP_THREADS_BIND": "1"}, {"VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}):
+        with monkeypatch.context() as m:
+            for k, v in user.items():
+                m.setenv(k, v)
+            assert bind() == user.get("VLLM_CPU_OMP_THREADS_BIND")
 
 
 def test_full_fine_tune_is_served_under_its_own_name():
