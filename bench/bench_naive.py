@@ -30,10 +30,14 @@ REPO = Path(__file__).resolve().parent.parent
 TASKS = "toy_sub,toy_sub_mc,toy_add,toy_capitals,toy_after,toy_text"
 
 
-def lm_eval_run(world, out: Path, pretrained: Path, peft: Path | None) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+def lm_eval_run(world, out: Path, pretrained: Path, peft: Path | None,  # type: ignore[no-untyped-def]
+                suite: Path | None = None) -> tuple[float, int]:
+    """(wall s, requests) of one `lm_eval` CLI run on the toy tasks of `suite` (default the world's)."""
     args = f"pretrained={pretrained},dtype=float32" + (f",peft={peft}" if peft else "")
+    tasks_dir = Path(suite or world.suite).parent / "tasks"
+    out.mkdir(parents=True, exist_ok=True)
     cmd = [str(Path(sys.executable).parent / "lm_eval"), "--model", "hf", "--model_args", args, "--tasks", TASKS,
-           "--include_path", str(Path(world.suite).parent / "tasks"), "--output_path", str(out),
+           "--include_path", str(tasks_dir), "--output_path", str(out),
            "--log_samples", "--batch_size", "16"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     t = time.perf_counter()

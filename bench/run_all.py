@@ -9,6 +9,7 @@
 - bench_sweep.py      a sweep of 3 LoRA checkpoints vs gating one of them (issue 13)
 - bench_memory.py     peak RSS of the gate process on a 10,000-item suite (7e)
 - bench_fixed_costs.py lm-eval's fixed costs (task index, environment, templates) as shipped vs once per process (17)
+- bench_growth.py     cold `gate run` vs naive lm_eval runs as the suite (1x, 4x, 16x) and the candidates (1-8) grow (17)
 
     python bench/run_all.py [--quick] [--only NAME,...]
 
@@ -37,6 +38,7 @@ FULL = [
     ["bench_sweep.py", "--runs", "3"],
     ["bench_memory.py", "--items", "10000"],
     ["bench_fixed_costs.py", "--runs", "3"],
+    ["bench_growth.py"],
 ]
 QUICK = [
     ["bench_compare.py", "--runs", "1", "--boot", "1000"],
@@ -47,6 +49,7 @@ QUICK = [
     ["bench_sweep.py", "--runs", "1"],
     ["bench_memory.py", "--items", "1000"],
     ["bench_fixed_costs.py", "--runs", "1"],
+    ["bench_growth.py", "--scales", "1,4", "--counts", "1,2"],
 ]
 
 
