@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 # Imported now, not at the session's end: hypothesis' pytest plugin imports it
@@ -19,6 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
+# An offline W&B run writes `wandb/offline-run-*` under WANDB_DIR, by default the
+# working directory: the checkout. Tests that look at those folders set their own.
+os.environ.setdefault("WANDB_DIR", tempfile.mkdtemp(prefix="gate-tests-wandb-"))
 
 REPO = Path(__file__).resolve().parent.parent
 

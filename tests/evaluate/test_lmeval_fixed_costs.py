@@ -65,13 +65,14 @@ def _scored(results: dict[str, Any]) -> tuple[Any, Any]:
 
 def test_requests_and_results_are_lm_evals_own(monkeypatch: pytest.MonkeyPatch) -> None:
     import lm_eval.evaluator
-    import lm_eval.loggers.utils
     import lm_eval.utils
 
+    shipped = lmeval_fixed_costs.shipped()
+    assert shipped["apply_template"] is not lmeval_fixed_costs.apply_template
+    assert shipped["add_env_info"] is not lmeval_fixed_costs.add_env_info_once
     with monkeypatch.context() as own:  # lm-eval as it ships
-        own.setattr(lm_eval.evaluator, "add_env_info", lm_eval.loggers.utils.add_env_info)
-        own.setattr(lm_eval.utils, "apply_template",
-                    lambda template, doc: lm_eval.utils.env.from_string(template).render(**doc))
+        own.setattr(lm_eval.evaluator, "add_env_info", shipped["add_env_info"])
+        own.setattr(lm_eval.utils, "apply_template", shipped["apply_template"])
         theirs = _evaluate(own)
     lmeval_fixed_costs.install()
     assert lm_eval.utils.apply_template is lmeval_fixed_costs.apply_template
