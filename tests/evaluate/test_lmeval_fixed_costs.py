@@ -46,6 +46,43 @@ def test_the_shared_index_is_the_one_lm_eval_builds(tmp_path: Path) -> None:
     assert "fk_target" not in task_manager((str(tmp_path),)).all_tasks  # include paths do not leak between managers
 
 
+def test_the_index_kept_on_disk_is_the_one_built_and_follows_edits(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `gate run` process loads lm-eval's index from the user's cache instead of
+    parsing every YAML again; what it loads must be what a build gives, and an
+    edited, added or unreadable file must mean a fresh build, never a stale index."""
+    from lm_eval.tasks._index import TaskIndex
+
+    from gate.config.tasks import cached_index
+
+    root, cache = tmp_path / "tasks", tmp_path / "cache"
+    root.mkdir()
+    task = "dataset_path: json\noutput_type: loglikelihood\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n"
+    (root / "one.yaml").write_text(f"task: one\ntag: both\n{task}", encoding="utf-8")
+    (root / "two.yaml").write_text(f"task: two\ntag: both\n{task}", encoding="utf-8")
+    builds = []
+    real_build = TaskIndex.build
+    monkeypatch.setattr(TaskIndex, "build", staticmethod(lambda paths: builds.append(1) or real_build(paths)))
+
+    def entries(index: dict[str, Any]) -> dict[str, Any]:
+        return {name: (e.kind, e.yaml_path, e.cfg, e.tags) for name, e in index.items()}
+
+    first = cached_index(root, cache)
+    assert entries(first) == entries(real_build([root])) and set(first) == {"one", "two", "both"}
+    (kept,) = cache.glob("index-*.pickle")
+    again = cached_index(root, cache)
+    assert len(builds) == 1 and entries(again) == entries(first)  # loaded, not built
+    (root / "two.yaml").write_text(f"task: two_renamed\n{task}", encoding="utf-8")  # an edit
+    assert set(cached_index(root, cache)) == {"one", "two_renamed", "both"} and len(builds) == 2
+    (root / "sub").mkdir()
+    (root / "sub" / "three.yaml").write_text(f"task: three\n{task}", encoding="utf-8")  # an added file
+    assert "three" in cached_index(root, cache) and len(builds) == 3
+    for f in cache.glob("index-*.pickle"):
+        f.write_bytes(b"truncated")
+    assert "three" in cached_index(root, cache) and len(builds) == 4  # unreadable: built again
+    assert kept.exists() and len(list(cache.glob("index-*.pickle"))) == 3  # one per signature seen
+
+
 def _evaluate(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     import lm_eval
 
