@@ -50,7 +50,8 @@ from gate.pipeline import run
 t = time.perf_counter()
 result = run(load_setup(Path(sys.argv[1])))
 deltas = {c["name"]: {t["task"]: [t["n_used"], t["candidate_score"], t["delta"], t["ci_low"], t["ci_high"],
-                                  t["verdict"]] for t in c["tasks"]} for c in result.results["candidates"]}
+                                  t["verdict"]] for tier in c["tiers"] for t in tier["tasks"]}
+          for c in result.results["candidates"]}
 print("BENCH " + json.dumps({"wall_s": time.perf_counter() - t, "exit_code": result.exit_code,
                               "evaluated": result.evaluated, "deltas": deltas}))
 """
