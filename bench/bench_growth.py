@@ -22,8 +22,8 @@ candidates is the sum of the first n measured pairs: each pair is run once.
 Scored requests are counted as in bench_naive: lm-eval's per-sample logs for
 the naive runs, the gate's response caches for the gate.
 
-    python bench/bench_growth.py [--scales 1,4,16] [--counts 1,2,4,8]
-Prints two tables and writes bench/results/growth.json.
+    python bench/bench_growth.py [--scales 1,4,16] [--counts 1,2,4,8] [--record growth]
+Prints two tables and writes bench/results/growth.json (or <record>.json).
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scales", default="1,4,16")
     ap.add_argument("--counts", default="1,2,4,8")
+    ap.add_argument("--record", default="growth", help="bench/results/<record>.json (a partial run: another name)")
     args = ap.parse_args()
     scales = [int(s) for s in args.scales.split(",") if s]
     counts = [int(c) for c in args.counts.split(",") if c]
@@ -163,7 +164,7 @@ def main() -> None:
         print(f"4x suite: gate/naive wall {at4['ratio_wall']:.2f} "
               f"(target <= {TARGET_WALL_4X}: {'met' if met else 'NOT met'})")
     first, last = (str(counts[0]), str(counts[-1])) if counts else (None, None)
-    record("growth", {
+    record(args.record, {
         "setup": "cold `gate run` CLI (vLLM, empty store and caches) vs one lm_eval CLI run per model per "
                  "comparison (hf, peft=); suite copies tagged with a word; naive candidates axis = sum of "
                  "the first n measured pairs",
