@@ -93,6 +93,12 @@ def check_unique_names(group: Sequence[ModelSpec]) -> None:
         seen[spec.name] = spec.path
 
 
+def served_model(group: Sequence[ModelSpec]) -> ModelSpec | None:
+    """The model a group's server loads (the base, or a full fine-tune); None
+    for a group of adapters alone. Its adapters ride on it."""
+    return next((m for m in group if m.kind in ("base", "full")), None)
+
+
 def weight_bytes(model: str) -> int | None:
     """Bytes of a local model folder's weight files; None for a hub id not on disk."""
     path = Path(model)

@@ -24,7 +24,7 @@ from lm_eval.api.model import LM
 
 from gate.errors import InputError
 from gate.serve.adapters import validate_adapter
-from gate.serve.base import Engine, ModelSpec, check_unique_names
+from gate.serve.base import Engine, ModelSpec, check_unique_names, served_model
 
 QUANT_4BIT = ("bitsandbytes", "nf4")
 
@@ -107,7 +107,7 @@ class HfEngine(Engine):
         from transformers import AutoTokenizer
 
         check_unique_names(group)
-        served = next((m for m in group if m.kind in ("base", "full")), None)
+        served = served_model(group)
         if served is None:
             raise InputError("a LoRA candidate needs its base in the same group",
                              key="candidates", fix="serve the base with its adapters")

@@ -42,7 +42,7 @@ from gate.config.models import (
 )
 from gate.errors import EngineError, InfraError, InputError
 from gate.serve.adapters import max_lora_rank, validate_adapter
-from gate.serve.base import Engine, ModelSpec, check_unique_names, tail, weight_bytes
+from gate.serve.base import Engine, ModelSpec, check_unique_names, served_model, tail, weight_bytes
 from gate.serve.completions import (
     ServerGone,
     ServerHealth,
@@ -126,14 +126,14 @@ def cpu_lora_fix_available() -> bool:
 
 
 def group_label(group: Sequence[ModelSpec]) -> str:
-    first = next((m for m in group if m.kind in ("base", "full")), group[0])
+    first = served_model(group) or group[0]
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", first.name)
 
 
 def build_command(group: Sequence[ModelSpec], options: VllmOptions, port: int, *,
                   cpu: bool, lora_rank: int | None, cpu_lora_fix: bool) -> list[str]:
     """The server's command line (a pure function, tested without vLLM)."""
-    served = next((m for m in group if m.kind in ("base", "full")), None)
+    served = served_model(group)
     if served is None:
         raise InputError("a LoRA candidate needs its base in the same server group",
                          key="candidates", fix="serve the base with its adapters")
@@ -374,7 +374,7 @@ class VllmEngine(Engine):
         cmd = build_command(group, self.options, port, cpu=cpu,
                             lora_rank=max_lora_rank(infos) if infos else None, cpu_lora_fix=fix)
         o = self.options
-        served = next((m for m in group if m.kind in ("base", "full")), group[0])
+        served = served_model(group) or group[0]
         env = build_env(cpu=cpu, cpu_lora_fix=fix, has_loras=bool(loras),
                         ranks=o.tensor_parallel_size * o.pipeline_parallel_size * o.data_parallel_size,
                         model_bytes=weight_bytes(served.path) if cpu else None)
