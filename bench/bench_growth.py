@@ -32,19 +32,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_naive import cached_requests, lm_eval_run
+from bench_naive import cold_gate_run, lm_eval_run
 from bench_scaling import derive_adapters
-from benchlib import REPO, record, table
+from benchlib import record, table
 
 #: Tag words in front of copy j's prompt: the toy tokenizer's characters only.
 TAGS = ["fox", "dog", "cat", "bird", "tree", "lake", "king", "ship", "horse", "child", "red", "big", "old",
@@ -70,21 +66,6 @@ def scaled_suite(world: Any, dest: Path, scale: int) -> tuple[Path, int]:
         data.write_text("".join(json.dumps(d, sort_keys=True) + "\n" for d in out), encoding="utf-8")
         items += len(out)
     return dest / Path(world.suite).name, items
-
-
-def cold_gate_run(cfg: dict[str, Any], work: Path) -> tuple[float, int, int]:
-    """(wall s, scored requests, exit code) of one cold `gate run` CLI process."""
-    cfg = {**cfg, "baseline": {"store": str(work / "store")}, "cache_dir": str(work / "cache"), "out": str(work / "out")}
-    config = work / "gate.yaml"
-    work.mkdir(parents=True, exist_ok=True)
-    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    t = time.perf_counter()
-    proc = subprocess.run([str(Path(sys.executable).parent / "gate"), "run", "--config", str(config)],
-                          capture_output=True, text=True, cwd=REPO)
-    wall = time.perf_counter() - t
-    if proc.returncode not in (0, 1):
-        raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
-    return wall, cached_requests(work / "cache"), proc.returncode
 
 
 def naive_pairs(world: Any, suite: Path, work: Path, candidates: dict[str, Path]) -> list[tuple[float, int]]:

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -65,6 +66,22 @@ def cached_requests(cache_dir: Path) -> int:
     return total
 
 
+def cold_gate_run(cfg: dict[str, Any], work: Path) -> tuple[float, int, int]:
+    """(wall s, scored requests, exit code) of one cold `gate run` CLI process on
+    `cfg`, with its baseline store, caches and output inside `work` (empty)."""
+    cfg = {**cfg, "baseline": {"store": str(work / "store")}, "cache_dir": str(work / "cache"), "out": str(work / "out")}
+    config = work / "gate.yaml"
+    work.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    t = time.perf_counter()
+    proc = subprocess.run([str(Path(sys.executable).parent / "gate"), "run", "--config", str(config)],
+                          capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - t
+    if proc.returncode not in (0, 1):
+        raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return wall, cached_requests(work / "cache"), proc.returncode
+
+
 def main() -> None:
     from gate import toy
     from gate.cli.demo import demo_config
@@ -84,17 +101,7 @@ def main() -> None:
             print(f"naive: base {w_base:.1f} s + {name} {w_cand:.1f} s", flush=True)
         cfg = demo_config(world, work / "out", "vllm")
         cfg.pop("wandb", None)
-        cfg["baseline"]["store"] = str(work / "store")
-        cfg["cache_dir"] = str(work / "cache")
-        config = work / "gate.yaml"
-        config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-        t = time.perf_counter()
-        proc = subprocess.run([str(Path(sys.executable).parent / "gate"), "run", "--config", str(config)],
-                              capture_output=True, text=True, cwd=REPO)
-        gate_wall = time.perf_counter() - t
-        if proc.returncode not in (0, 1):
-            raise SystemExit(proc.stdout[-3000:] + proc.stderr[-3000:])
-        gate_requests = cached_requests(work / "cache")
+        gate_wall, gate_requests, _ = cold_gate_run(cfg, work)
     rows = [("wall time, s", naive_wall, gate_wall), ("scored requests", naive_requests, gate_requests)]
     print(f"\n{'toy world, 4 candidates':28} {'naive':>10} {'gate':>10} {'gate/naive':>11}  target")
     for label, n, g in rows:
