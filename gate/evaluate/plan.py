@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,9 +69,10 @@ def task_config(config: Mapping[str, Any], model_args: Mapping[str, Any] | None 
       checkout must not invalidate baselines);
     - `dataset_kwargs.data_files`: their paths differ between checkouts; their
       content is hashed as the task's data;
-    - model arguments lm-eval's CLI merges into `metadata` (`model_args`).
+    - model arguments lm-eval's CLI merges into `metadata` (`model_args`);
+    - memory addresses (`_without_addresses`).
     """
-    data = dict(config)
+    data = _without_addresses(dict(config))
     args = model_args or {}
     meta = data.get("metadata")
     if isinstance(meta, Mapping) or meta is None:
@@ -80,6 +82,37 @@ def task_config(config: Mapping[str, Any], model_args: Mapping[str, Any] | None 
     if isinstance(kwargs, Mapping) and "data_files" in kwargs:
         data["dataset_kwargs"] = {k: v for k, v in kwargs.items() if k != "data_files"}
     return data
+
+
+_ADDRESS = re.compile(r"(<[^<>\n]*?) at 0x[0-9a-fA-F]+>")
+
+
+def _without_addresses(value: Any) -> Any:
+    """`value` with every object's memory address left out, at any depth.
+
+    lm-eval's `TaskConfig.to_dict` writes a callable at the top level as its
+    source, but one nested deeper stays a function: lm-eval 0.4.13 copies
+    `process_docs` into `fewshot_config`, which canonical JSON then wrote as
+    "<function process_docs at 0x7f...>", an address that differs in every
+    process. The config digest of every task with a `process_docs` function
+    (hellaswag, winogrande, the SCROLLS tasks, ...) changed from one `gate run`
+    to the next: the stored baseline was never reused ("config changed;
+    computing it"), and `baseline.require: true` would have stopped a CI run.
+    lm-eval's own results files hold the same text, so strings lose their
+    addresses too: `gate compare` digests them alike. The function's source is
+    still in the digest, where the config names it at the top level. A set is
+    sorted: its order follows the process's string hashing."""
+    if isinstance(value, Mapping):
+        return {k: _without_addresses(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_addresses(v) for v in value]
+    if isinstance(value, set | frozenset):  # its order is the process's string hashing
+        return sorted((_without_addresses(v) for v in value), key=str)
+    if isinstance(value, str):
+        return _ADDRESS.sub(r"\1>", value)
+    if callable(value):
+        return _ADDRESS.sub(r"\1>", str(value))
+    return value
 
 
 def config_digest(config: Mapping[str, Any], model_args: Mapping[str, Any] | None = None) -> str:
