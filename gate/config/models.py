@@ -142,7 +142,7 @@ class VllmConfig(Strict):
     request_timeout_s: float = Field(REQUEST_TIMEOUT_S, gt=0)
     """Per-request timeout for scoring calls."""
     num_concurrent: int = Field(NUM_CONCURRENT, ge=1)
-    """Concurrent requests per evaluated model."""
+    """Requests in flight to the server, shared by the models scored on it at the same time."""
     batch_size: int = Field(BATCH_SIZE, ge=1)
     """Prompts per HTTP request: fewer round trips for short prompts (the server batches
     them all the same; 1 sends one prompt per request)."""
@@ -168,7 +168,7 @@ class EndpointConfig(Strict):
     request_timeout_s: float = Field(REQUEST_TIMEOUT_S, gt=0)
     """Per-request timeout for scoring calls."""
     num_concurrent: int = Field(NUM_CONCURRENT, ge=1)
-    """Concurrent requests per evaluated model."""
+    """Requests in flight to the server, shared by the models scored on it at the same time."""
     batch_size: int = Field(BATCH_SIZE, ge=1)
     """Prompts per HTTP request: fewer round trips for short prompts (the server batches
     them all the same; 1 sends one prompt per request)."""

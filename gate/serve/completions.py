@@ -12,8 +12,11 @@ catch it. `serve()` turns it into an EngineError with the server log's tail.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from lm_eval.models.openai_completions import LocalCompletionsAPI
@@ -55,6 +58,129 @@ class ServerHealth:
             raise ServerGone(f"the server exited with code {self.exit_code}")
         if self._abandoned.is_set():
             raise ServerGone("the evaluation was abandoned")
+
+
+class ServerSlots:
+    """The requests in flight to one server, shared by every LM that scores on it.
+
+    Why: lm-eval's API model keeps up to `num_concurrent` requests of
+    `batch_size` prompts in flight, per LM, and the gate makes one LM per
+    served model. Scored at the same time, four candidates put four times the
+    base's work in the engine's queue (1,024 prompts with the defaults). On a
+    slow engine (SmolLM2-135M with LoRA on two CPU cores scores about 200
+    prompt tokens a second) a request then waits in the queue longer than
+    `request_timeout_s`: it is abandoned and sent again, the engine's work on
+    it thrown away, and after `max_retries` the run fails as an engine error.
+    With one budget per server the engine's queue is as long as for one model
+    scored alone, and the adapters' requests are still batched together.
+
+    Waiters are served first come, first served, whether a coroutine of one
+    LM's event loop (each concurrent candidate runs its own, in its own thread)
+    or a thread on lm-eval's one-request-at-a-time path. A waiter asks the
+    server's health twice a second, so a dead server or an abandoned run ends
+    the wait as it ends a request.
+    """
+
+    POLL_S = 0.5
+
+    def __init__(self, limit: int, health: ServerHealth) -> None:
+        self.limit = limit
+        self._health = health
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._waiters: deque[Callable[[], bool]] = deque()
+        #: the most requests ever in flight at once (what the tests check)
+        self.peak = 0
+
+    def _take_or_queue(self, wake: Callable[[], bool]) -> bool:
+        with self._lock:
+            if self._busy < self.limit and not self._waiters:
+                self._busy += 1
+                self.peak = max(self.peak, self._busy)
+                return True
+            self._waiters.append(wake)
+            return False
+
+    def _withdraw(self, wake: Callable[[], bool]) -> bool:
+        """Leave the queue; False when a release has already handed this waiter the slot."""
+        with self._lock:
+            try:
+                self._waiters.remove(wake)
+            except ValueError:
+                return False
+            return True
+
+    def release(self) -> None:
+        """Free a slot, or hand it to the first waiter that can still take it."""
+        while True:
+            with self._lock:
+                if not self._waiters:
+                    self._busy -= 1
+                    return
+                wake = self._waiters.popleft()
+            if wake():
+                return
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the server's slots for a request sent from an event loop."""
+        loop = asyncio.get_running_loop()
+        granted: asyncio.Future[None] = loop.create_future()
+
+        def grant() -> None:  # runs in the waiter's loop
+            if granted.done():  # it stopped waiting meanwhile: the slot goes on
+                self.release()
+            else:
+                granted.set_result(None)
+
+        def wake() -> bool:
+            try:
+                loop.call_soon_threadsafe(grant)
+            except RuntimeError:  # its loop is closed
+                return False
+            return True
+
+        if not self._take_or_queue(wake):
+            try:
+                while True:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(granted), self.POLL_S)
+                        break
+                    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+                        self._health.check()
+            except BaseException:
+                if not self._withdraw(wake):  # handed over already, or the hand-over is on its way
+                    if granted.done() and not granted.cancelled():
+                        self.release()
+                    else:
+                        granted.cancel()  # grant() will see it and pass the slot on
+                raise
+        try:
+            yield
+        finally:
+            self.release()
+
+    @contextlib.contextmanager
+    def slot_blocking(self) -> Iterator[None]:
+        """Hold one of the server's slots for a request sent from a plain thread."""
+        ready = threading.Event()
+
+        def wake() -> bool:
+            ready.set()
+            return True
+
+        if not self._take_or_queue(wake):
+            try:
+                while not ready.wait(self.POLL_S):
+                    self._health.check()
+            except BaseException:
+                if not self._withdraw(wake):  # wake() ran: the slot is this thread's
+                    self.release()
+                raise
+        try:
+            yield
+        finally:
+            self.release()
 
 
 def bos_by_default(tokenizer_dir: str, trust_remote_code: bool = False,
@@ -106,10 +232,13 @@ class _KeyedOnly:
 
 
 class GateCompletionsLM(LocalCompletionsAPI):
-    """local-completions with a health check around every request."""
+    """local-completions with a health check around every request, each request
+    holding one of its server's slots (`ServerSlots`)."""
 
-    def __init__(self, *, health: ServerHealth, api_key: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, health: ServerHealth, slots: ServerSlots, api_key: str | None = None,
+                 **kwargs: Any) -> None:
         self._health = health
+        self._slots = slots
         self._api_key = api_key or ""
         super().__init__(**kwargs)
 
@@ -187,27 +316,34 @@ class GateCompletionsLM(LocalCompletionsAPI):
 
     def model_call(self, *args: Any, **kwargs: Any) -> Any:
         self._health.check()
-        try:
-            return super().model_call(*args, **kwargs)
-        except Exception:
-            self._health.check()
-            raise
+        with self._slots.slot_blocking():
+            try:
+                return super().model_call(*args, **kwargs)
+            except Exception:
+                self._health.check()
+                raise
 
     async def amodel_call(self, *args: Any, **kwargs: Any) -> Any:
         self._health.check()
-        try:
-            return await super().amodel_call(*args, **kwargs)
-        except Exception:
-            self._health.check()
-            raise
+        async with self._slots.slot():  # taken before lm-eval's timeout starts: a wait here is no timeout
+            try:
+                return await super().amodel_call(*args, **kwargs)
+            except Exception:
+                self._health.check()
+                raise
 
 
 def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, health: ServerHealth,
                    num_concurrent: int, max_retries: int, timeout_s: float,
                    add_bos_token: bool, context: int, batch_size: int = 1,
                    api_key: str | None = None, trust_remote_code: bool = False,
-                   revision: str | None = None) -> GateCompletionsLM:
+                   revision: str | None = None, slots: ServerSlots | None = None) -> GateCompletionsLM:
     """One LM per served model name, all scoring through `/v1/completions`.
+
+    slots: the server's request slots, shared by every LM made for one server
+    (`ServerSlots`); `num_concurrent` is then the server's number of requests
+    in flight, however many models are scored at the same time. None: a budget
+    of `num_concurrent` for this LM alone.
 
     tokenized_requests=True: lm-eval tokenizes with the base tokenizer and sends
     token ids, so the context/continuation split is the same as the hf engine's
@@ -243,4 +379,5 @@ def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, healt
     }
     if revision:
         kwargs["revision"] = revision
-    return GateCompletionsLM(health=health, api_key=api_key, **kwargs)
+    return GateCompletionsLM(health=health, slots=slots or ServerSlots(num_concurrent, health), api_key=api_key,
+                             **kwargs)

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, ClassVar
 from gate.config.models import BATCH_SIZE, MAX_RETRIES, NUM_CONCURRENT, REQUEST_TIMEOUT_S
 from gate.errors import EngineError, InfraError, InputError
 from gate.serve.base import Engine, ModelSpec, check_unique_names
-from gate.serve.completions import ServerHealth, bos_by_default, completions_lm, served_context
+from gate.serve.completions import (
+    ServerHealth,
+    ServerSlots,
+    bos_by_default,
+    completions_lm,
+    served_context,
+)
 
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
@@ -132,13 +138,14 @@ class EndpointEngine(Engine):
         api_key = self._api_key()
         self.check_served(group, api_key)
         health = ServerHealth()  # a remote deployment: failures surface as request errors
+        slots = ServerSlots(self.options.num_concurrent, health)  # one budget for the deployment
         add_bos = bos_by_default(group[0].base_path, self.options.trust_remote_code)
         context = served_context(group[0].base_path, self.options.max_model_len, self.options.trust_remote_code)
         lms: dict[str, LM] = {
             m.name: completions_lm(
                 base_url=f"{v1_root(self.options.base_url)}/completions",
                 served_name=self.served_name(m),
-                tokenizer_dir=m.path if m.kind == "full" else m.base_path, health=health,
+                tokenizer_dir=m.path if m.kind == "full" else m.base_path, health=health, slots=slots,
                 num_concurrent=self.options.num_concurrent, max_retries=self.options.max_retries,
                 batch_size=self.options.batch_size,
                 timeout_s=self.options.request_timeout_s, add_bos_token=add_bos,

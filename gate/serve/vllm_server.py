@@ -46,6 +46,7 @@ from gate.serve.base import Engine, ModelSpec, check_unique_names, served_model,
 from gate.serve.completions import (
     ServerGone,
     ServerHealth,
+    ServerSlots,
     bos_by_default,
     completions_lm,
     served_context,
@@ -391,11 +392,12 @@ class VllmEngine(Engine):
             add_bos = bos_by_default(tokenizer_dir, self.options.trust_remote_code)
             context = served_context(tokenizer_dir, self.options.max_model_len, self.options.trust_remote_code)
             lms: dict[str, LM] = {}
+            slots = ServerSlots(self.options.num_concurrent, server.health)  # one budget for the server
             for m in group:
                 lms[m.name] = completions_lm(
                     base_url=server.base_url, served_name=m.name,
                     tokenizer_dir=m.path if m.kind == "full" else m.base_path,
-                    health=server.health, num_concurrent=self.options.num_concurrent,
+                    health=server.health, slots=slots, num_concurrent=self.options.num_concurrent,
                     max_retries=self.options.max_retries, timeout_s=self.options.request_timeout_s,
                     add_bos_token=add_bos, context=context,
                     batch_size=self.options.batch_size, trust_remote_code=self.options.trust_remote_code)
