@@ -11,9 +11,10 @@ base, the records cache for candidates), so an interrupted run loses nothing.
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,6 +33,10 @@ from gate.serve.base import BASE_NAME, Engine, ModelSpec
 from gate.serve.probes import ProbeResult, ProbeRun
 
 Say = Callable[[str], None]
+
+#: how long a failed or interrupted run waits, once its server is gone, for the
+#: candidates' scoring threads to end (each ends at its next request)
+STRAGGLERS_WAIT_S = 30.0
 
 
 class Settled(NamedTuple):
@@ -137,7 +142,9 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
             for other in specs[1:]:  # this one, or those cached before the base was known
                 settled(other.name)
 
+    stragglers: list[Future[None]] = []
     with contextlib.ExitStack() as held:  # baseline locks, taken just before the base is evaluated
+        held.callback(_wait_for_stragglers, stragglers)  # after the server is torn down
         for group in engine.groups(to_serve):
             if all(s.name != BASE_NAME and not known.todo[s.name] for s in group):
                 continue  # every model of the group was skipped meanwhile
@@ -153,7 +160,7 @@ def score_missing(setup: GateSetup, engine: Engine, known: Known, keys: RunKeys,
                 workers = min(workers_per_server, len(lanes)) if engine.concurrent else 1
                 if workers > 1:
                     say(f"scoring {sum(map(len, lanes))} candidates, {workers} at a time")
-                _score_all(lanes, lms, score_model, workers, stop)
+                _score_all(lanes, lms, score_model, workers, stop, stragglers)
     if published := store.flush():  # a wandb:// store publishes the entries added; a directory: no-op
         say(published)
     if not to_serve:
@@ -199,7 +206,8 @@ def _lanes(candidates: Sequence[ModelSpec], setup: GateSetup) -> list[list[Model
 
 
 def _score_all(lanes: Sequence[Sequence[ModelSpec]], lms: Mapping[str, Any],
-               score_model: Callable[[ModelSpec, Any], None], workers: int, stop: threading.Event) -> None:
+               score_model: Callable[[ModelSpec, Any], None], workers: int, stop: threading.Event,
+               stragglers: list[Future[None]]) -> None:
     """Score a server's candidates, `workers` lanes at a time (`_lanes`), in the config's order.
 
     At the same time, their requests reach the server together and share its
@@ -235,8 +243,23 @@ def _score_all(lanes: Sequence[Sequence[ModelSpec]], lms: Mapping[str, Any],
             if health is not None:
                 health.abandon()
         pool.shutdown(wait=False, cancel_futures=True)
+        stragglers.extend(f for f in futures if not f.done())
         raise
     pool.shutdown(wait=True)
+
+
+def _wait_for_stragglers(stragglers: Sequence[Future[None]]) -> None:
+    """Let the scoring threads of a failed or interrupted run end before the run does.
+
+    Their requests in flight fail once the server is torn down, and lm-eval
+    logs each failure ("retrying") and asyncio each failed request's task
+    ("Task exception was never retrieved", when it is collected). Measured on
+    the real world at Ctrl-C: 10,000 lines of tracebacks on the terminal,
+    after the run had given the streams back. Waited for here, while the
+    run's output still goes to its log, they stay there."""
+    if stragglers:
+        wait(stragglers, timeout=STRAGGLERS_WAIT_S)
+        gc.collect()  # the failed tasks are reported now, into the log
 
 
 def _in_rounds(name: str, plans: list[TaskPlan], base: dict[str, TaskRecords], policies: Mapping[str, TaskPolicy],
