@@ -10,6 +10,7 @@ base, the records cache for candidates), so an interrupted run loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import threading
@@ -243,7 +244,7 @@ def _score_all(lanes: Sequence[Sequence[ModelSpec]], lms: Mapping[str, Any],
             if health is not None:
                 health.abandon()
         pool.shutdown(wait=False, cancel_futures=True)
-        stragglers.extend(f for f in futures if not f.done())
+        stragglers.extend(futures)
         raise
     pool.shutdown(wait=True)
 
@@ -251,15 +252,22 @@ def _score_all(lanes: Sequence[Sequence[ModelSpec]], lms: Mapping[str, Any],
 def _wait_for_stragglers(stragglers: Sequence[Future[None]]) -> None:
     """Let the scoring threads of a failed or interrupted run end before the run does.
 
-    Their requests in flight fail once the server is torn down, and lm-eval
-    logs each failure ("retrying") and asyncio each failed request's task
-    ("Task exception was never retrieved", when it is collected). Measured on
-    the real world at Ctrl-C: 10,000 lines of tracebacks on the terminal,
-    after the run had given the streams back. Waited for here, while the
-    run's output still goes to its log, they stay there."""
-    if stragglers:
-        wait(stragglers, timeout=STRAGGLERS_WAIT_S)
-        gc.collect()  # the failed tasks are reported now, into the log
+    Their requests in flight fail once the server is torn down; lm-eval logs
+    each failure ("retrying"), and asyncio reports each failed request task
+    that nobody awaited ("Task exception was never retrieved") when it is
+    collected, which was after the run had given the streams back: measured
+    on the real world at Ctrl-C, 10,000 lines of tracebacks on the terminal.
+    Waited for here, while the run's output still goes to its log, lm-eval's
+    lines stay there; the tasks' errors, which lm-eval has logged, are then
+    marked as seen. (The tasks outlive the run: clearing the failed threads'
+    frames and collecting garbage here was tried, and they were still
+    reported after it.)"""
+    if not stragglers:
+        return
+    wait(stragglers, timeout=STRAGGLERS_WAIT_S)
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.Future) and obj.done() and not obj.cancelled() and obj.get_loop().is_closed():
+            obj.exception()  # seen: asyncio reports it no more
 
 
 def _in_rounds(name: str, plans: list[TaskPlan], base: dict[str, TaskRecords], policies: Mapping[str, TaskPolicy],
