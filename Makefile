@@ -18,7 +18,7 @@ system-tools:
 demo: venv
 	$(BIN)/gate demo
 
-## make demo-real: the same on a real pretrained model (SmolLM2-135M from PyPI, two LoRA fine-tunes, real ARC/HellaSwag/WinoGrande items)
+## make demo-real: the same on a real pretrained model (SmolLM2-135M from PyPI, two LoRA fine-tunes, real MMLU/ARC/HellaSwag/WinoGrande items)
 demo-real: venv
 	$(BIN)/gate demo --real --out gate-out/demo-real
 

