@@ -72,13 +72,16 @@ class ServerSlots:
     `request_timeout_s`: it is abandoned and sent again, the engine's work on
     it thrown away, and after `max_retries` the run fails as an engine error.
     With one budget per server the engine's queue is as long as for one model
-    scored alone, and the adapters' requests are still batched together.
+    scored alone.
 
-    Waiters are served first come, first served, whether a coroutine of one
-    LM's event loop (each concurrent candidate runs its own, in its own thread)
-    or a thread on lm-eval's one-request-at-a-time path. A waiter asks the
-    server's health twice a second, so a dead server or an abandoned run ends
-    the wait as it ends a request.
+    Waiters are served first come, first served, across all the server's LMs:
+    a candidate whose evaluation asked first is served first, and the
+    adapters' requests share the engine's batches where their turns meet
+    (not the round robin a fairer scheduler would give; a follow-up). A
+    waiter is a coroutine of one LM's event loop (each concurrent candidate
+    runs its own, in its own thread) or a thread on lm-eval's
+    one-request-at-a-time path. It asks the server's health twice a second,
+    so a dead server or an abandoned run ends the wait as it ends a request.
     """
 
     POLL_S = 0.5
