@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -20,7 +20,10 @@ KEY = "sk-test-secret-123"
 
 
 class _Deployment:
-    def __init__(self, names: list[str], require_key: str | None = None) -> None:
+    """Lists `names` at /v1/models; answers POSTs with `complete(payload)` when given."""
+
+    def __init__(self, names: list[str], require_key: str | None = None,
+                 complete: Callable[[dict], dict] | None = None) -> None:
         self.names = names
         self.require_key = require_key
         self.seen_auth: list[str | None] = []
@@ -35,6 +38,15 @@ class _Deployment:
                     return
                 body = json.dumps({"data": [{"id": n} for n in deployment.names]}).encode()
                 self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                assert complete is not None, "this deployment answers no POST"
+                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.dumps(complete(payload)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -12,13 +12,11 @@ without losing a slot.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from test_serve_endpoint import _group
+from test_serve_endpoint import _Deployment, _group
 from test_serve_tiny import tiny_world
 
 from gate.serve.completions import ServerGone, ServerHealth, ServerSlots
@@ -135,40 +133,16 @@ async def _enter(slots: ServerSlots) -> None:
         pass
 
 
-class _Scorer:
-    """A stand-in for a vLLM deployment that scores prompts slowly and counts the
-    requests in flight."""
-
-    def __init__(self, names: list[str]) -> None:
-        self.gauge = _Gauge()
-        scorer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # /v1/models
-                body = json.dumps({"data": [{"id": n} for n in names]}).encode()
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_POST(self):  # /v1/completions, echo with prompt logprobs
-                payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with scorer.gauge:
-                    time.sleep(0.02)
-                choices = [{"index": i, "text": "", "logprobs": {
-                    "token_logprobs": [None] + [-1.0] * len(p), "top_logprobs": [None] + [{"x": -1.0}] * len(p)}}
-                    for i, p in enumerate(payload["prompt"])]
-                body = json.dumps({"choices": choices}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+def _slow_scorer(gauge: _Gauge):  # type: ignore[no-untyped-def]
+    """A vLLM deployment's /v1/completions, echo with prompt logprobs, scoring
+    slowly and counting the requests in flight."""
+    def complete(payload: dict) -> dict:
+        with gauge:
+            time.sleep(0.02)
+        return {"choices": [{"index": i, "text": "", "logprobs": {
+            "token_logprobs": [None] + [-1.0] * len(p), "top_logprobs": [None] + [{"x": -1.0}] * len(p)}}
+            for i, p in enumerate(payload["prompt"])]}
+    return complete
 
 
 @pytest.mark.heavy
@@ -176,7 +150,8 @@ def test_candidates_scored_at_the_same_time_keep_the_servers_budget(tmp_path_fac
     from lm_eval.api.instance import Instance
 
     tiny = tiny_world(tmp_path_factory.getbasetemp() / "tiny-slots")
-    scorer = _Scorer(["base", "a", "b", "c"])
+    gauge = _Gauge()
+    scorer = _Deployment(["base", "a", "b", "c"], complete=_slow_scorer(gauge))
     engine = EndpointEngine(EndpointOptions(base_url=scorer.url, num_concurrent=3, batch_size=1))
     requests = [Instance("loglikelihood", {}, (f"question {i} answer", " yes"), i) for i in range(12)]
     out: dict[str, list] = {}
@@ -195,4 +170,4 @@ def test_candidates_scored_at_the_same_time_keep_the_servers_budget(tmp_path_fac
     assert out["a"] == out["b"] == out["c"] and len(out["a"]) == 12
     assert all(ll < 0 and ll == int(ll) and greedy for ll, greedy in out["a"])
     # each LM alone allows 3 in flight; three at the same time must still send at most 3 in all
-    assert scorer.gauge.done == 36 and scorer.gauge.peak == 3
+    assert gauge.done == 36 and gauge.peak == 3
