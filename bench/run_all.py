@@ -11,6 +11,9 @@
 - bench_fixed_costs.py lm-eval's fixed costs (task index, environment, templates) as shipped vs once per process (17)
 - bench_growth.py     cold `gate run` vs naive lm_eval runs as the suite (1x, 4x, 16x) and the candidates (1-8) grow (17)
 
+Not run here: bench_cuda_hf.py (the hf engine on CUDA against a CPU reference,
+issue 16) needs a GPU; its docstring gives its two steps.
+
     python bench/run_all.py [--quick] [--only NAME,...]
 
 `--quick` is a smoke run (one repeat, smaller sizes, minutes not an hour); its
