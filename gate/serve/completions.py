@@ -223,6 +223,15 @@ def served_context(tokenizer_dir: str, max_model_len: int | None, trust_remote_c
     return int(resolve_max_length(config, tok))
 
 
+def _timeout_errors() -> tuple[type[BaseException], ...]:
+    """What a request that ran past lm-eval's `timeout` raises: aiohttp's on the
+    concurrent path (asyncio's TimeoutError, a distinct class before Python
+    3.11), requests' on the one-at-a-time path."""
+    import requests
+
+    return (TimeoutError, asyncio.TimeoutError, requests.exceptions.Timeout)
+
+
 class _KeyedOnly:
     """A cache hook that ignores writes whose key is None (see set_cache_hook)."""
 
@@ -239,11 +248,42 @@ class GateCompletionsLM(LocalCompletionsAPI):
     holding one of its server's slots (`ServerSlots`)."""
 
     def __init__(self, *, health: ServerHealth, slots: ServerSlots, api_key: str | None = None,
-                 **kwargs: Any) -> None:
+                 options_key: str = "engine.vllm", **kwargs: Any) -> None:
         self._health = health
         self._slots = slots
         self._api_key = api_key or ""
+        self._options_key = options_key
         super().__init__(**kwargs)
+
+    @contextlib.contextmanager
+    def _timeouts_explained(self) -> Iterator[None]:
+        """A request that timed out on every try is an engine slower than the
+        config allows: say which settings, with their values, instead of
+        lm-eval's bare `TimeoutError` (no message, and the fix is in gate.yaml)."""
+        try:
+            yield
+        except _timeout_errors() as exc:
+            from gate.errors import EngineError
+
+            self._health.check()  # a server that died is reported as that, not as slow
+            key = self._options_key
+            raise EngineError(
+                f"the served model {self.model!r} answered no request within {self.timeout} s, "
+                f"{max(1, self.max_retries)} tries in a row ({self._batch_size} prompt(s) a request, up to "
+                f"{self._concurrent} request(s) in flight on the server): the engine is slower than the "
+                "timeout allows",
+                key=f"{key}.request_timeout_s",
+                fix=f"raise {key}.request_timeout_s, or lower {key}.batch_size so each request holds fewer "
+                    "prompts; the server log in the output folder shows the engine's throughput; a rerun "
+                    "resumes from the cache") from exc
+
+    def _loglikelihood_tokens(self, requests: Any, **kwargs: Any) -> Any:
+        with self._timeouts_explained():
+            return super()._loglikelihood_tokens(requests, **kwargs)
+
+    def generate_until(self, requests: Any, disable_tqdm: bool = False) -> list[str]:
+        with self._timeouts_explained():
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
 
     @property
     def api_key(self) -> str:  # never logged; sent only as the Authorization header
@@ -340,13 +380,16 @@ def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, healt
                    num_concurrent: int, max_retries: int, timeout_s: float,
                    add_bos_token: bool, context: int, batch_size: int = 1,
                    api_key: str | None = None, trust_remote_code: bool = False,
-                   revision: str | None = None, slots: ServerSlots | None = None) -> GateCompletionsLM:
+                   revision: str | None = None, slots: ServerSlots | None = None,
+                   options_key: str = "engine.vllm") -> GateCompletionsLM:
     """One LM per served model name, all scoring through `/v1/completions`.
 
     slots: the server's request slots, shared by every LM made for one server
     (`ServerSlots`); `num_concurrent` is then the server's number of requests
     in flight, however many models are scored at the same time. None: a budget
     of `num_concurrent` for this LM alone.
+    options_key: where the engine's options sit in gate.yaml (`engine.vllm`,
+    `engine.endpoint`), named by the error a run of timeouts ends in.
 
     tokenized_requests=True: lm-eval tokenizes with the base tokenizer and sends
     token ids, so the context/continuation split is the same as the hf engine's
@@ -383,4 +426,4 @@ def completions_lm(*, base_url: str, served_name: str, tokenizer_dir: str, healt
     if revision:
         kwargs["revision"] = revision
     return GateCompletionsLM(health=health, slots=slots or ServerSlots(num_concurrent, health), api_key=api_key,
-                             **kwargs)
+                             options_key=options_key, **kwargs)

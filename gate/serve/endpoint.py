@@ -150,7 +150,7 @@ class EndpointEngine(Engine):
                 batch_size=self.options.batch_size,
                 timeout_s=self.options.request_timeout_s, add_bos_token=add_bos,
                 context=context, api_key=api_key,
-                trust_remote_code=self.options.trust_remote_code)
+                trust_remote_code=self.options.trust_remote_code, options_key="engine.endpoint")
             for m in group
         }
         try:

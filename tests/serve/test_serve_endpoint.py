@@ -154,3 +154,30 @@ def test_unset_key_variable_is_input_error(monkeypatch):
                                  "http://h:8000/v1/", "http://h:8000/v1/completions"])
 def test_base_url_normalised(url):
     assert v1_root(url) == "http://h:8000/v1"
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("num_concurrent", [1, 2], ids=["one-at-a-time", "concurrent"])
+def test_an_engine_slower_than_the_timeout_names_the_settings_to_change(tiny, tmp_path, num_concurrent):
+    """Every try of a request timed out: lm-eval raises a bare TimeoutError (aiohttp's
+    on the concurrent path, requests' on the other); the user gets the keys to change."""
+    from gate.errors import EngineError
+
+    def too_slow(payload: dict) -> dict:
+        time.sleep(2.5)
+        return {"choices": []}
+
+    slow = _Deployment(["base", "cand-a"], complete=too_slow)
+    engine = EndpointEngine(EndpointOptions(base_url=slow.url, request_timeout_s=1, max_retries=1,
+                                            num_concurrent=num_concurrent, batch_size=1))
+    from lm_eval.api.instance import Instance
+
+    try:
+        with pytest.raises(EngineError) as err, engine.serve(_group(tiny, "cand-a"), tmp_path) as lms:
+            lms["cand-a"].loglikelihood([Instance("loglikelihood", {}, ("question", " yes"), 0)])
+    finally:
+        slow.server.shutdown()
+    problem = err.value.problems[0]
+    assert problem.key == "engine.endpoint.request_timeout_s"
+    assert "'cand-a' answered no request within 1 s, 1 tries in a row" in problem.message
+    assert "engine.endpoint.batch_size" in (problem.fix or "")
