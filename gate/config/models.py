@@ -147,7 +147,8 @@ class VllmConfig(Strict):
     """Prompts per HTTP request: fewer round trips for short prompts (the server batches
     them all the same; 1 sends one prompt per request)."""
     max_retries: int = Field(MAX_RETRIES, ge=0)
-    """Retries per request, with backoff, before the evaluation fails (exit 3)."""
+    """Tries per request, the first one included (lm-eval's `max_retries`: 3 is one try and two
+    retries; 0 and 1 are one try), with backoff, before the evaluation fails (exit 3)."""
     extra_args: list[str] = Field(default_factory=list)
     """Extra command-line arguments for `vllm serve`, appended verbatim."""
 
@@ -173,7 +174,8 @@ class EndpointConfig(Strict):
     """Prompts per HTTP request: fewer round trips for short prompts (the server batches
     them all the same; 1 sends one prompt per request)."""
     max_retries: int = Field(MAX_RETRIES, ge=0)
-    """Retries per request, with backoff, before the evaluation fails (exit 3)."""
+    """Tries per request, the first one included (lm-eval's `max_retries`: 3 is one try and two
+    retries; 0 and 1 are one try), with backoff, before the evaluation fails (exit 3)."""
 
 
 class HfConfig(Strict):
