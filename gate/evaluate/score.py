@@ -240,9 +240,9 @@ def _score_all(lanes: Sequence[Sequence[ModelSpec]], lms: Mapping[str, Any],
     except BaseException:
         stop.set()
         for lm in lms.values():
-            health = getattr(lm, "_health", None)  # a server's LMs (gate.serve.completions)
-            if health is not None:
-                health.abandon()
+            abandon = getattr(lm, "abandon", None)  # a server's LMs (gate.serve.completions)
+            if callable(abandon):
+                abandon()
         pool.shutdown(wait=False, cancel_futures=True)
         stragglers.extend(futures)
         raise

@@ -289,6 +289,11 @@ class GateCompletionsLM(LocalCompletionsAPI):
     def api_key(self) -> str:  # never logged; sent only as the Authorization header
         return self._api_key
 
+    def abandon(self) -> None:
+        """The run is over (a sibling failed, or Ctrl-C): this LM's next request, and
+        every wait for a slot on its server, ends with `ServerGone`."""
+        self._health.abandon()
+
     def set_cache_hook(self, cache_hook: Any) -> None:
         """Skip cache writes for requests without a cache key.
 

@@ -171,3 +171,26 @@ def test_candidates_scored_at_the_same_time_keep_the_servers_budget(tmp_path_fac
     assert all(ll < 0 and ll == int(ll) and greedy for ll, greedy in out["a"])
     # each LM alone allows 3 in flight; three at the same time must still send at most 3 in all
     assert gauge.done == 36 and gauge.peak == 3
+
+
+@pytest.mark.heavy
+def test_abandoning_one_model_stops_every_model_on_its_server(tmp_path_factory, tmp_path) -> None:
+    """What a failed or interrupted run calls on each LM (gate.evaluate.score): no model
+    on that server sends another request."""
+    from lm_eval.api.instance import Instance
+
+    tiny = tiny_world(tmp_path_factory.getbasetemp() / "tiny-slots")
+    gauge = _Gauge()
+    scorer = _Deployment(["base", "a", "b"], complete=_slow_scorer(gauge))
+    engine = EndpointEngine(EndpointOptions(base_url=scorer.url, num_concurrent=2, batch_size=1))
+    request = [Instance("loglikelihood", {}, ("question answer", " yes"), 0)]
+    try:
+        with engine.serve(_group(tiny, "a", "b"), tmp_path) as lms:
+            assert len(lms["b"].loglikelihood(request)) == 1 and gauge.done == 1
+            lms["a"].abandon()
+            for name in ("a", "b"):
+                with pytest.raises(ServerGone):
+                    lms[name].loglikelihood(request)
+    finally:
+        scorer.server.shutdown()
+    assert gauge.done == 1
