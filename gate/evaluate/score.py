@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -265,9 +266,11 @@ def _wait_for_stragglers(stragglers: Sequence[Future[None]]) -> None:
     if not stragglers:
         return
     wait(stragglers, timeout=STRAGGLERS_WAIT_S)
-    for obj in gc.get_objects():
-        if isinstance(obj, asyncio.Future) and obj.done() and not obj.cancelled() and obj.get_loop().is_closed():
-            obj.exception()  # seen: asyncio reports it no more
+    with warnings.catch_warnings():  # isinstance() on some objects warns (torch's deprecated module aliases)
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            if isinstance(obj, asyncio.Future) and obj.done() and not obj.cancelled() and obj.get_loop().is_closed():
+                obj.exception()  # seen: asyncio reports it no more
 
 
 def _in_rounds(name: str, plans: list[TaskPlan], base: dict[str, TaskRecords], policies: Mapping[str, TaskPolicy],
