@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo-real demo test test-fast bench bench-quick lint toy venv system-tools clean
+.PHONY: demo-real demo test test-fast bench bench-quick calibrate lint toy worlds venv system-tools clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -22,9 +22,9 @@ demo: venv
 demo-real: venv
 	$(BIN)/gate demo --real --out gate-out/demo-real
 
-## make test: the whole test suite (builds the toy world once, starts real vLLM servers)
-test: venv system-tools toy
-	$(BIN)/python -m pytest -q --durations=15
+## make test: the whole test suite (builds the worlds once per machine, starts real vLLM servers)
+test: venv system-tools worlds
+	$(BIN)/python -m pytest -q --durations=25
 
 ## make test-fast: the unit tests: no toy world, engine, browser, lm-eval run, torch model or child process (about a minute)
 test-fast: venv
@@ -32,6 +32,10 @@ test-fast: venv
 
 toy: venv
 	$(BIN)/gate toy build
+
+## make worlds: the toy world and the real world, built once per machine in the user cache ($$XDG_CACHE_HOME/gate)
+worlds: toy
+	$(BIN)/gate toy build --real
 
 ## make bench: every benchmark (about an hour on 2 cores), results recorded under bench/results/
 bench: venv toy
@@ -47,3 +51,8 @@ lint: venv
 
 clean:
 	rm -rf .gate gate-out
+
+## make calibrate: the Monte Carlo calibration at full precision (20,000 replications a binary cell; about 20 minutes), recorded to bench/results/calibration.json; run it before a change to the verdict code lands
+calibrate: venv
+	GATE_CALIBRATION=full GATE_CALIBRATION_OUT=bench/results/calibration.json \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider --durations=0 tests/verdict/test_calibration.py

@@ -38,3 +38,28 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+# Every vLLM server the suite starts, in this process or in a `gate` child
+# process, appends a line to this file (gate/serve/vllm_server.py `_tally`);
+# the summary below says how many and which tests started them.
+_TALLY = os.environ.setdefault("GATE_SERVER_TALLY",
+                               os.path.join(tempfile.mkdtemp(prefix="gate-tests-servers-"), "servers.jsonl"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    import json
+    from collections import Counter
+
+    try:
+        lines = Path(_TALLY).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return
+    starts = [json.loads(line) for line in lines if line.strip()]
+    if not starts:
+        return
+    per_file = Counter(s["test"].split("::")[0] or "(outside a test)" for s in starts)
+    seconds = sum(s["started_s"] for s in starts)
+    terminalreporter.write_sep("-", f"vLLM servers started: {len(starts)} ({seconds:.0f} s of start-up)")
+    for name, count in per_file.most_common():
+        terminalreporter.write_line(f"{count:3d}  {name}")

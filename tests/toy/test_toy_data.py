@@ -123,10 +123,25 @@ def test_every_shipped_character_is_in_the_vocabulary(tokenizer) -> None:
 
 # --------------------------------------------------------------------------- build cache (no training)
 
-def test_build_reuses_a_complete_world_without_training(tmp_path: Path) -> None:
-    from gate.toy import BUILDER_VERSION, build
+def test_build_reuses_a_complete_world_without_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
 
-    (tmp_path / "manifest.json").write_text(json.dumps({"builder_version": BUILDER_VERSION}))
+    from gate.toy import build
+    from gate.toy.cache import ensure_built
+
+    build_module = importlib.import_module("gate.toy.build")  # the package's `build` is the function
+
+    def lay_out(tmp: Path) -> None:
+        (tmp / "base").mkdir()
+        (tmp / "base" / "config.json").write_text("{}")
+        (tmp / "manifest.json").write_text("{}")
+
+    ensure_built(tmp_path, build_module.world_key(), lay_out, what="toy world")
+
+    def no_training(*_a: object) -> None:
+        raise AssertionError("an intact world was trained again")
+
+    monkeypatch.setattr(build_module, "_build_into", no_training)
     world = build(tmp_path)
     assert world.root == tmp_path
     assert world.base == tmp_path / "base"
@@ -134,14 +149,19 @@ def test_build_reuses_a_complete_world_without_training(tmp_path: Path) -> None:
     assert world.suite == tmp_path / "suite" / "toy.yaml"
 
 
-def test_default_root_follows_gate_toy_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_root_is_the_user_cache_keyed_by_what_builds_the_world(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gate.toy import BUILDER_VERSION, default_root
+    from gate.toy.build import world_key
 
     monkeypatch.setenv("GATE_TOY_DIR", str(tmp_path))
     assert default_root() == tmp_path / BUILDER_VERSION
     monkeypatch.delenv("GATE_TOY_DIR")
-    monkeypatch.chdir(tmp_path)
-    assert default_root() == tmp_path / ".gate" / "toy" / BUILDER_VERSION
+    monkeypatch.delenv("GATE_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_root() == tmp_path / "xdg" / "gate" / "worlds" / f"toy-{world_key()}"
+    monkeypatch.setenv("GATE_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_root() == tmp_path / "mine" / "worlds" / f"toy-{world_key()}"
 
 
 def test_cli_build_refuses_to_overwrite_a_foreign_folder(tmp_path: Path) -> None:
