@@ -79,6 +79,11 @@ evaluation (`IncompleteEvaluation`, exit 3) naming the task, the count and the
 first items. A candidate item at -inf log-likelihood on a perplexity-like
 metric makes the candidate's score infinite: the comparison is
 `method="infinite"`, and the verdict is FAIL whatever the margin.
+Impossible values (`check_possible`) stop it too: a positive
+log-likelihood, a nonzero log-likelihood over 0 words, a value other than
+0/1 in a 0/1 metric (acc, acc_norm, exact_match), and a task side with no
+items and no score; base and candidate counting different words in the same
+document is a pairing error.
 
 Multiplicity (`holm`). A tier (or, with `family: candidate`, a candidate)
 fails when any of its tasks fails, so p_fail is Holm-adjusted within the
@@ -536,6 +541,7 @@ def compare_many(jobs: Sequence[CompareJob]) -> list[Comparison]:
     out = []
     for job in jobs:
         _check_same_metric(job.base, job.candidate)
+        _check_has_evidence(job.base, job.candidate)
         if (job.base.aggregation is Aggregation.CORPUS or job.base.n == 0
                 or job.candidate.n == 0):
             out.append(compare_unpaired(job.base, job.candidate, job.threshold_at(
@@ -575,11 +581,60 @@ def check_finite(base: TaskRecords, candidate: TaskRecords) -> list[int]:
     return [candidate.keys[i].doc_id for i in inf]
 
 
+#: Metrics whose per-item value is 0 or 1 by definition (lm-eval's multiple-choice and
+#: exact-match metrics): any other value is an engine or parsing fault, not a score.
+ZERO_ONE_METRICS = frozenset({"acc", "acc_norm", "acc_mutual_info", "exact_match"})
+#: Ratio metrics whose denominator counts the document itself (words, bytes), the same
+#: for every model; a token count may differ between tokenizers and is not checked.
+_DOCUMENT_UNITS = frozenset({"word_perplexity", "byte_perplexity", "bits_per_byte"})
+
+
+def check_possible(base: TaskRecords, candidate: TaskRecords) -> None:
+    """Stop on values no model can produce (after `check_finite`): never a smaller n.
+
+    IncompleteEvaluation (exit 3), naming the task, the side and the first
+    items, for a perplexity-like item with a positive log-likelihood (a
+    probability above 1) or with no words but a nonzero log-likelihood, and
+    for a value other than 0 or 1 in a 0/1 metric (which would otherwise move
+    the whole task from the exact test to the t test in silence). A
+    PairingError when base and candidate count a different number of words or
+    bytes in the same document: they did not score the same text."""
+    ratio = base.aggregation in (Aggregation.WEIGHTED_PERPLEXITY, Aggregation.BITS_PER_BYTE)
+    for who, rec in (("base", base), ("candidate", candidate)):
+        checks: tuple[tuple[npt.NDArray[np.bool_], str], ...]
+        if ratio:
+            checks = ((rec.num > 0, "a positive log-likelihood (a probability above 1)"),
+                      ((rec.den == 0) & (rec.num != 0), "no words or bytes but a nonzero log-likelihood"))
+        elif base.metric in ZERO_ONE_METRICS and base.aggregation is Aggregation.MEAN:
+            checks = ((~np.isin(rec.num, (0.0, 1.0)) | (rec.den != 1.0),
+                       f"a {base.metric} other than 0 or 1 (a 0/1 metric)"),)
+        else:
+            checks = ()
+        for bad, what in checks:
+            if bad.any():
+                ids = [rec.keys[i].doc_id for i in np.flatnonzero(bad)[:MAX_LISTED]]
+                raise IncompleteEvaluation(
+                    f"task {base.task}: {int(bad.sum())} of {rec.n} {who} items have {what} "
+                    f"(doc ids {ids}{' ...' if bad.sum() > MAX_LISTED else ''}); no model produces "
+                    "that, so no verdict is issued",
+                    fix="inspect those items in the per-sample output (out/logs/): the engine's "
+                        "log-probabilities or the task's metric are wrong")
+    if ratio and base.metric in _DOCUMENT_UNITS:
+        differ = base.den != candidate.den
+        if differ.any():
+            ids = [base.keys[i].doc_id for i in np.flatnonzero(differ)[:MAX_LISTED]]
+            raise PairingError(
+                f"task {base.task}: {int(differ.sum())} documents have a different number of words or "
+                f"bytes for base and candidate (doc ids {ids}): they did not score the same text",
+                key=base.task, fix="evaluate both models with the same task version and documents")
+
+
 def compare_paired(job: CompareJob) -> Comparison:
     """Exact paired test for binary metrics, delta-method t otherwise (module doc)."""
     base, candidate, alpha = job.base, job.candidate, job.alpha
     _check_pairing(base, candidate)
     infinite = check_finite(base, candidate)
+    check_possible(base, candidate)
     agg = base.aggregation
     sign = 1.0 if base.higher_is_better else -1.0
     nb, db, nc, dc = base.num, base.den, candidate.num, candidate.den
@@ -716,6 +771,17 @@ def _check_same_metric(base: TaskRecords, candidate: TaskRecords) -> None:
             f"base measures {base.metric} ({base.aggregation.value}) but the candidate "
             f"measures {candidate.metric} ({candidate.aggregation.value})",
             key=base.task, fix="evaluate both models with the same task version and metric")
+
+
+def _check_has_evidence(base: TaskRecords, candidate: TaskRecords) -> None:
+    """A side with no items and no finite score of lm-eval's own has nothing to judge:
+    an error (exit 3), never an INCONCLUSIVE that `inconclusive: warn` would pass."""
+    for who, rec in (("base", base), ("candidate", candidate)):
+        if rec.n == 0 and (rec.reported_score is None or not math.isfinite(rec.reported_score)):
+            raise IncompleteEvaluation(
+                f"task {base.task}: the {who} has no items and no score, so there is nothing to judge",
+                fix="check the task's item selection (samples:, split:) and that the evaluation "
+                    "ran with per-sample output (log_samples)")
 
 
 def _check_pairing(base: TaskRecords, candidate: TaskRecords) -> None:

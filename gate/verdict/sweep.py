@@ -25,8 +25,13 @@ Pick rules (thresholds.yaml `sweep.pick`):
                clear the required gain by the most (ties: the earlier);
   earliest     the earliest checkpoint that PASSes.
 Checkpoints that PASS on every task come before those whose PASS rests on
-inconclusive tasks (`not_shown_safe`), whatever the rule. No checkpoint
-passes: the sweep FAILs, and its release reason names every checkpoint.
+inconclusive tasks (`not_shown_safe`), whatever the rule: a checkpoint not
+shown safe is never preferred to one shown safe. When none is shown safe, the
+rule gives way to the evidence: the pick is the checkpoint with the least
+evidence of forgetting (the largest smallest Holm-adjusted p_fail over the
+tasks it was not shown safe on), not the best target, since later epochs
+typically gain more on the target and forget more. No checkpoint passes: the
+sweep FAILs, and its release reason names every checkpoint.
 """
 
 from __future__ import annotations
@@ -86,6 +91,17 @@ class CheckpointVerdict:
         excess = [t.improvement - t.threshold for tier in self.verdict.tiers if tier.tier == "target"
                   for t in tier.tasks if math.isfinite(t.improvement - t.threshold)]
         return min(excess) if excess else -math.inf
+
+    @property
+    def forgetting_evidence(self) -> float:
+        """The smallest Holm-adjusted p_fail over the tasks this checkpoint was not shown
+        safe on (small: strong evidence that it forgets; an unknown p-value counts as 0);
+        1.0 when it was shown safe on every task."""
+        v = self.verdict
+        if v is None:
+            return 0.0
+        p = [t.p_fail_adjusted for tier in v.tiers for t in tier.tasks if t.task in v.not_shown_safe]
+        return min((x if math.isfinite(x) else 0.0 for x in p), default=1.0)
 
     @property
     def where(self) -> str:
@@ -168,17 +184,31 @@ def judge_sweep(sweep: Sweep, verdicts: Mapping[str, CandidateVerdict], *,
                   f"(failing: {', '.join(parts)}{more})")
         return SweepVerdict(sweep.name, sweep.folder, sweep.kind, pick, points, None, reason, 1 / k)
 
-    def safe_first(item: tuple[int, CheckpointVerdict]) -> int:
+    def unsafe(item: tuple[int, CheckpointVerdict]) -> tuple[int, float]:
+        """Shown safe first; among the others, the least evidence of forgetting first."""
         v = item[1].verdict
-        return 1 if v is not None and v.not_shown_safe else 0
+        if v is not None and v.not_shown_safe:
+            return 1, -item[1].forgetting_evidence
+        return 0, 0.0
 
+    shown_safe = [it for it in passing if unsafe(it)[0] == 0]
+    pool = shown_safe or passing
+    among = (f"the {len(pool)} checkpoints that pass" if len(pool) == len(passing) else
+             f"the {len(pool)} checkpoints shown safe" if len(pool) > 1 else "")
     if pick == "earliest":
-        chosen_i, chosen = min(passing, key=lambda it: (safe_first(it), it[0]))
+        chosen_i, chosen = min(passing, key=lambda it: (*unsafe(it), it[0]))
         why = "the earliest checkpoint that passes"
     else:
-        chosen_i, chosen = min(passing, key=lambda it: (safe_first(it), -it[1].target_excess, it[0]))
-        why = (f"the largest target gain among the {len(passing)} checkpoints that pass"
-               if len(passing) > 1 else "the only checkpoint that passes")
+        chosen_i, chosen = min(passing, key=lambda it: (*unsafe(it), -it[1].target_excess, it[0]))
+        why = f"the largest target gain among {among}" if len(pool) > 1 else "the only checkpoint that passes"
+    if shown_safe and len(pool) < len(passing):
+        others = len(passing) - len(pool)
+        why = (("the only checkpoint shown safe" if len(pool) == 1 else
+                "the earliest checkpoint shown safe" if pick == "earliest" else why)
+               + f" ({others} more pass without being shown safe)")
+    if not shown_safe and len(passing) > 1:
+        why = (f"none of the {len(passing)} checkpoints that pass is shown safe: the one with the least "
+               f"evidence of forgetting (smallest p_fail {chosen.forgetting_evidence:.2g})")
     later_fail = next((p for p in points[chosen_i + 1:]
                        if p.verdict is not None and p.verdict.verdict is Verdict.FAIL), None)
     drops = None

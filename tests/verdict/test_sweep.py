@@ -158,3 +158,47 @@ def test_a_checkpoint_can_be_released_alone() -> None:
     run = judge_run(base, [CandidateRecords(n, "lora", good) for n in sweep.candidates], tiers=TIERS,
                     policies=POLICIES, family="tier", release=["run@20"], sweeps=[sweep])
     assert run.release.candidates == ("run@20",) and run.release.verdict is Verdict.PASS
+
+
+def _judged_warn(general_p: list[tuple[float, float]], gains: list[float], *, pick: str, n: int = 120):
+    """Checkpoints none of which is shown safe (`inconclusive: warn`): each drops
+    the general task's items with its own rate, and gains `gains` on the target."""
+    warn = TaskPolicy(tier="general", kind="drop", absolute=MARGIN, relative=None, alpha=ALPHA,
+                      inconclusive="warn")
+    rng = np.random.default_rng(8)
+    base_t = np.zeros(n)
+    base_g = (rng.random(n) < 0.6).astype(float)
+    sweep = sweep_of(len(gains))
+    cands = [CandidateRecords(name, "lora", {"t": acc_records((rng.random(n) < gain).astype(float), "t"),
+                                             "g": _paired(base_g, *pw, rng, "g")})
+             for name, gain, pw in zip(sweep.candidates, gains, general_p, strict=True)]
+    return judge_run({"t": acc_records(base_t, "t"), "g": acc_records(base_g, "g")}, cands, tiers=TIERS,
+                     policies={"t": GAIN, "g": warn}, family="tier", release=None, sweeps=[sweep],
+                     pick=pick)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pick", ["best_target", "earliest"])
+def test_among_checkpoints_none_shown_safe_the_least_evidence_of_forgetting_is_picked(pick: str) -> None:
+    """Later epochs gain more and forget more: the pick is the checkpoint whose general
+    task is least likely to have dropped, not the best target nor simply the first."""
+    run = _judged_warn([(0.04, 0.07), (0.06, 0.06), (0.04, 0.08)], [0.5, 0.7, 0.9], pick=pick)
+    sweep = run.sweeps[0]
+    points = {c.candidate: c for c in sweep.checkpoints}
+    assert all(c.verdict is not None and c.verdict.label.startswith("PASS (not shown safe")
+               for c in points.values()), [c.verdict.label for c in points.values() if c.verdict]
+    best = max(points.values(), key=lambda c: c.forgetting_evidence)
+    assert best.candidate == "run@20"  # balanced flips: the least evidence of a drop
+    assert sweep.pick == "run@20"
+    assert "none of the 3 checkpoints that pass is shown safe" in sweep.reason
+    assert "least evidence of forgetting" in sweep.reason
+
+
+def test_a_checkpoint_shown_safe_is_preferred_to_a_better_target_not_shown_safe() -> None:
+    run = _judged([0.4, 0.9], [True, True])
+    assert run.sweeps[0].pick == "run@20"  # both shown safe: the rule decides
+    warn = _judged_warn([(0.0, 0.0), (0.05, 0.07)], [0.5, 0.95], pick="best_target", n=800)
+    sweep = warn.sweeps[0]
+    first = sweep.checkpoints[0].verdict
+    assert first is not None and not first.not_shown_safe and first.verdict is Verdict.PASS
+    assert sweep.pick == "run@10"
+    assert "the only checkpoint shown safe (1 more pass without being shown safe)" in sweep.reason

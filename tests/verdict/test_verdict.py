@@ -195,10 +195,79 @@ def test_perplexity_lower_is_better() -> None:
     same = judge_task(ppl(ll), ppl(ll.copy()), policy)  # no item changed: no information
     assert same.comparison.delta == 0.0 and same.verdict is Verdict.INCONCLUSIVE
     assert "too_little_information" in same.flags and same.advice is not None
-    better = judge_task(ppl(ll), ppl(ll + 0.05 * words), policy)
+    better = judge_task(ppl(ll), ppl(ll * 0.9), policy)  # every document 10% more likely per word
     assert better.comparison.delta < 0 and better.verdict is Verdict.PASS
     cand = judge_candidate("c", "lora", {"general": [(ppl(ll), ppl(ll - 0.3 * words), policy)]})
     assert "general tier: wiki rose" in cand.reason
+
+
+# ------------------------------------------------------- inputs that cannot be
+
+def _ppl_pair(n: int = 80) -> tuple[TaskRecords, TaskRecords]:
+    rng = np.random.default_rng(4)
+    words = rng.integers(10, 40, n).astype(float)
+    ll = -words * rng.gamma(2.0, 0.5, n)
+    keys = [ItemKey(i, f"h{i}") for i in range(n)]
+
+    def rec(loglik: np.ndarray, w: np.ndarray = words) -> TaskRecords:
+        return TaskRecords("text", "word_perplexity", False, Aggregation.WEIGHTED_PERPLEXITY, keys,
+                           loglik.copy(), w.copy())
+
+    return rec(ll), rec(ll * 1.1)
+
+
+@pytest.mark.parametrize("side", ["base", "candidate"])
+@pytest.mark.parametrize("fault", ["positive log-likelihood", "no words", "acc of 0.5", "acc of 2"])
+def test_values_no_model_produces_stop_the_evaluation(side: str, fault: str) -> None:
+    """Each is exit 3 naming the task, the side and the items: never a smaller n, and
+    never a silent switch of test (a 0.5 in acc would move the task to the t test)."""
+    from gate.errors import EXIT_INFRA, IncompleteEvaluation
+
+    if fault.startswith("acc"):
+        base, cand = pair(200, 0.6, 0.05, 0.05)
+        rec = base if side == "base" else cand
+        rec.num[[3, 17]] = 0.5 if fault == "acc of 0.5" else 2.0
+        what = "other than 0 or 1"
+        policy = drop(0.05)
+    else:
+        base, cand = _ppl_pair()
+        rec = base if side == "base" else cand
+        if fault == "no words":
+            rec.den[[3, 17]] = 0.0
+            what = "no words or bytes but a nonzero log-likelihood"
+        else:
+            rec.num[[3, 17]] = 0.25
+            what = "a positive log-likelihood"
+        policy = drop(relative=0.05, margin=None)  # type: ignore[arg-type]
+    with pytest.raises(IncompleteEvaluation) as err:
+        judge_task(base, cand, policy)
+    text = str(err.value)
+    assert f"task {base.task}: 2 of {rec.n} {side} items have" in text and what in text
+    assert "doc ids [3, 17]" in text
+    assert err.value.exit_code == EXIT_INFRA
+
+
+def test_different_word_counts_for_one_document_are_a_pairing_error() -> None:
+    from gate.errors import PairingError
+
+    base, cand = _ppl_pair()
+    cand.den[5] += 1
+    with pytest.raises(PairingError, match=r"task text: 1 documents have a different number of words .*\[5\]"):
+        judge_task(base, cand, drop(relative=0.05, margin=None))  # type: ignore[arg-type]
+
+
+def test_a_task_with_no_items_never_reaches_a_verdict() -> None:
+    """Under `inconclusive: warn` an INCONCLUSIVE passes the release: a task that
+    scored nothing must not get one."""
+    from gate.errors import IncompleteEvaluation
+
+    empty = TaskRecords("toy", "acc", True, Aggregation.MEAN, [], np.zeros(0), np.zeros(0))
+    with pytest.raises(IncompleteEvaluation, match="task toy: the base has no items and no score"):
+        judge_task(empty, empty, drop(0.05, inconclusive="warn"))
+    # aggregate-only records (lm-eval run without per-sample output) still get the unpaired test
+    agg = TaskRecords("toy", "acc", True, Aggregation.MEAN, [], np.zeros(0), np.zeros(0),
+                      reported_score=0.6, reported_stderr=0.01)
+    assert judge_task(agg, agg, drop(0.05)).comparison.method == "unpaired_stderr"
 
 
 # ----------------------------------------------------------------- multiplicity
@@ -328,7 +397,7 @@ def test_release_counts_warnings_and_rejects_unknown_names() -> None:
 
 def test_a_corpus_metric_without_stderr_is_inconclusive_and_still_valid_json() -> None:
     bare = TaskRecords("wmt", "bleu", True, Aggregation.CORPUS, [], np.zeros(0), np.zeros(0),
-                       reported_score=None, reported_stderr=None)
+                       reported_score=25.0, reported_stderr=None)
     v = judge_task(bare, bare, drop(0.02, relative=0.05))
     assert v.verdict is Verdict.INCONCLUSIVE and "no_stderr" in v.flags
     assert v.advice is not None and "no standard error" in v.advice.message
