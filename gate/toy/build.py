@@ -24,7 +24,6 @@ and rebuilds a world that fails.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -98,13 +97,11 @@ def load(root: Path) -> ToyWorld | None:
     return _world(root.absolute())
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def weight_hashes(root: Path) -> dict[str, str]:
     """Relative path -> sha256 of every safetensors file (the determinism fingerprint)."""
-    return {str(p.relative_to(root)): _sha256(p) for p in sorted(root.rglob("*.safetensors"))}
+    from gate.toy.cache import sha256_file
+
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*.safetensors"))}
 
 
 @contextlib.contextmanager

@@ -566,13 +566,11 @@ def check_finite(base: TaskRecords, candidate: TaskRecords) -> list[int]:
         if not ratio or who == "base":
             bad |= ~np.isfinite(rec.num)
         if bad.any():
-            ids = [rec.keys[i].doc_id for i in np.flatnonzero(bad)[:MAX_LISTED]]
             what = ("NaN or infinite" if not ratio else
                     "NaN, infinite or -inf log-likelihood" if who == "base" else "NaN or +inf")
             raise IncompleteEvaluation(
                 f"task {base.task}: {int(bad.sum())} of {rec.n} {who} items have {what} "
-                f"{base.metric} values (doc ids {ids}{' ...' if bad.sum() > MAX_LISTED else ''}); "
-                "no verdict is issued on the rest",
+                f"{base.metric} values (doc ids {_listed(rec, bad)}); no verdict is issued on the rest",
                 fix="rerun the evaluation; if it repeats, inspect those items in the "
                     "per-sample output (out/logs/) and fix the task or the engine")
     if not ratio:
@@ -612,20 +610,18 @@ def check_possible(base: TaskRecords, candidate: TaskRecords) -> None:
             checks = ()
         for bad, what in checks:
             if bad.any():
-                ids = [rec.keys[i].doc_id for i in np.flatnonzero(bad)[:MAX_LISTED]]
                 raise IncompleteEvaluation(
                     f"task {base.task}: {int(bad.sum())} of {rec.n} {who} items have {what} "
-                    f"(doc ids {ids}{' ...' if bad.sum() > MAX_LISTED else ''}); no model produces "
-                    "that, so no verdict is issued",
+                    f"(doc ids {_listed(rec, bad)}); no model produces that, so no verdict is issued",
                     fix="inspect those items in the per-sample output (out/logs/): the engine's "
                         "log-probabilities or the task's metric are wrong")
     if ratio and base.metric in _DOCUMENT_UNITS:
         differ = base.den != candidate.den
         if differ.any():
-            ids = [base.keys[i].doc_id for i in np.flatnonzero(differ)[:MAX_LISTED]]
             raise PairingError(
                 f"task {base.task}: {int(differ.sum())} documents have a different number of words or "
-                f"bytes for base and candidate (doc ids {ids}): they did not score the same text",
+                f"bytes for base and candidate (doc ids {_listed(base, differ)}): they did not score "
+                "the same text",
                 key=base.task, fix="evaluate both models with the same task version and documents")
 
 
@@ -771,6 +767,12 @@ def _check_same_metric(base: TaskRecords, candidate: TaskRecords) -> None:
             f"base measures {base.metric} ({base.aggregation.value}) but the candidate "
             f"measures {candidate.metric} ({candidate.aggregation.value})",
             key=base.task, fix="evaluate both models with the same task version and metric")
+
+
+def _listed(rec: TaskRecords, mask: npt.NDArray[np.bool_]) -> str:
+    """The doc ids of the first MAX_LISTED items under `mask`, "[3, 17]" or "[...] ..."."""
+    ids = [rec.keys[i].doc_id for i in np.flatnonzero(mask)[:MAX_LISTED]]
+    return f"{ids}{' ...' if int(mask.sum()) > MAX_LISTED else ''}"
 
 
 def _check_has_evidence(base: TaskRecords, candidate: TaskRecords) -> None:

@@ -193,22 +193,23 @@ def judge_sweep(sweep: Sweep, verdicts: Mapping[str, CandidateVerdict], *,
 
     shown_safe = [it for it in passing if unsafe(it)[0] == 0]
     pool = shown_safe or passing
-    among = (f"the {len(pool)} checkpoints that pass" if len(pool) == len(passing) else
-             f"the {len(pool)} checkpoints shown safe" if len(pool) > 1 else "")
+    restricted = 0 < len(shown_safe) < len(passing)  # the rule chose among the safe ones only
+    one, many = ("shown safe", "shown safe") if restricted else ("that passes", "that pass")
     if pick == "earliest":
         chosen_i, chosen = min(passing, key=lambda it: (*unsafe(it), it[0]))
-        why = "the earliest checkpoint that passes"
     else:
         chosen_i, chosen = min(passing, key=lambda it: (*unsafe(it), -it[1].target_excess, it[0]))
-        why = f"the largest target gain among {among}" if len(pool) > 1 else "the only checkpoint that passes"
-    if shown_safe and len(pool) < len(passing):
-        others = len(passing) - len(pool)
-        why = (("the only checkpoint shown safe" if len(pool) == 1 else
-                "the earliest checkpoint shown safe" if pick == "earliest" else why)
-               + f" ({others} more pass without being shown safe)")
     if not shown_safe and len(passing) > 1:
         why = (f"none of the {len(passing)} checkpoints that pass is shown safe: the one with the least "
                f"evidence of forgetting (smallest p_fail {chosen.forgetting_evidence:.2g})")
+    elif pick == "earliest":
+        why = f"the earliest checkpoint {one}"
+    elif len(pool) == 1:
+        why = f"the only checkpoint {one}"
+    else:
+        why = f"the largest target gain among the {len(pool)} checkpoints {many}"
+    if restricted:
+        why += f" ({len(passing) - len(pool)} more pass without being shown safe)"
     later_fail = next((p for p in points[chosen_i + 1:]
                        if p.verdict is not None and p.verdict.verdict is Verdict.FAIL), None)
     drops = None
